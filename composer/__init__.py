@@ -1,0 +1,48 @@
+"""composer: a plugin-based engine for compositional energy-based models in PyTorch.
+
+Experts are ``Energy`` modules (``forward(x) -> (B,)``) registered by plugins; they compose
+with ``&`` (product), ``|`` (mixture), ``~`` (negation), ``w *`` (weight) and ``.on(view)``
+(scope), and one shared Langevin sampler (``composer.sample``) draws from the result.
+"""
+
+from composer.algebra import Mixture, Negation, Product, Scaled, Scoped, describe, mixture, product
+from composer.energy import ConditionalEnergy, Energy, FunctionEnergy, as_energy
+from composer.errors import (
+    CheckpointError,
+    ComposerError,
+    CompositionError,
+    CompositionSyntaxError,
+    DuplicateNameError,
+    PluginError,
+    SamplingDivergedError,
+    UnknownNameError,
+)
+from composer.hookspecs import hookimpl
+from composer.plugins import get_registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ComposerError",
+    "CompositionError",
+    "CompositionSyntaxError",
+    "ConditionalEnergy",
+    "DuplicateNameError",
+    "Energy",
+    "FunctionEnergy",
+    "Mixture",
+    "Negation",
+    "PluginError",
+    "Product",
+    "SamplingDivergedError",
+    "Scaled",
+    "Scoped",
+    "UnknownNameError",
+    "as_energy",
+    "describe",
+    "get_registry",
+    "hookimpl",
+    "mixture",
+    "product",
+]

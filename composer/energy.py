@@ -1,0 +1,224 @@
+"""The ``Energy`` base class: a module mapping a batch ``x`` of shape ``(B, *event_shape)`` to ``(B,)``.
+
+Low energy means likely: ``p(x) ∝ exp(-E(x))``. Energies compose with operators (see
+``composer.algebra``)::
+
+    >>> import torch, composer
+    >>> a = composer.as_energy(lambda x: 0.5 * (x ** 2).sum(-1), event_shape=(2,), label="a")
+    >>> b = composer.as_energy(lambda x: 0.5 * ((x - 2) ** 2).sum(-1), event_shape=(2,), label="b")
+    >>> (a & b)(torch.zeros(1, 2))
+    tensor([4.])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from composer.errors import CompositionError
+
+DomainLike = tuple[Any, Any] | None
+
+
+class Energy(nn.Module):
+    """Base class of every expert and every composition node.
+
+    Subclasses implement ``forward(x) -> Tensor[B]``; noise-conditional experts set
+    ``noise_conditional = True`` and implement ``forward(x, sigma=None)``, where ``sigma``
+    is a float or a ``(B,)`` tensor given by the sampler.
+
+    Args:
+        event_shape: shape of one sample (``x.shape[1:]``); ``None`` accepts any shape.
+        domain: optional box ``(low, high)``, scalars or tensors broadcastable to
+            ``event_shape``; used by samplers for initialisation and clamping.
+        label: name used in ``repr`` and in the composition formula.
+    """
+
+    noise_conditional: bool = False
+
+    def __init__(
+        self,
+        event_shape: Sequence[int] | None = None,
+        domain: DomainLike = None,
+        label: str | None = None,
+    ):
+        super().__init__()
+        self.event_shape = torch.Size(event_shape) if event_shape is not None else None
+        self.label = label or type(self).__name__
+        self.display_name: str | None = None
+        self._set_domain(domain)
+
+    # -- domain ---------------------------------------------------------------------------
+    def _set_domain(self, domain: DomainLike) -> None:
+        if domain is None:
+            self.register_buffer("domain_low", None, persistent=False)
+            self.register_buffer("domain_high", None, persistent=False)
+            return
+        low, high = (torch.as_tensor(v, dtype=torch.get_default_dtype()) for v in domain)
+        if torch.any(low >= high):
+            raise CompositionError(f"{self.label}: domain low must be < high, got {domain}")
+        self.register_buffer("domain_low", low, persistent=False)
+        self.register_buffer("domain_high", high, persistent=False)
+
+    @property
+    def domain(self) -> tuple[Tensor, Tensor] | None:
+        """The box ``(low, high)`` the samples live in, or ``None`` (unbounded)."""
+        if self.domain_low is None:
+            return None
+        return self.domain_low, self.domain_high
+
+    # -- evaluation -----------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x) -> (B,)")
+
+    def validate(self) -> None:
+        """Raise ``CompositionError`` if this energy cannot be sampled (overridden by nodes)."""
+
+    def formula(self) -> str:
+        """The energy as an expression of the composition language.
+
+        A registered expert shows its registered name (``display_name``); nodes show the
+        formula of their children.
+        """
+        return self.display_name or self._formula()
+
+    def _formula(self) -> str:
+        return self.label
+
+    def children_energies(self) -> list[Energy]:
+        """Direct sub-energies (empty for a leaf expert)."""
+        return []
+
+    def __repr__(self) -> str:
+        return self.formula()
+
+    # -- composition operators (implemented in composer.algebra) ----------------------------
+    def __and__(self, other: Energy) -> Energy:
+        from composer.algebra import product
+
+        return product(self, other)
+
+    def __or__(self, other: Energy) -> Energy:
+        from composer.algebra import mixture
+
+        return mixture(self, other)
+
+    def __invert__(self) -> Energy:
+        from composer.algebra import Negation
+
+        return Negation(self)
+
+    def __mul__(self, weight: float) -> Energy:
+        from composer.algebra import scale
+
+        return scale(self, weight)
+
+    __rmul__ = __mul__
+
+    def on(self, view: Callable[[Tensor], Tensor], event_shape: Sequence[int] | None = None) -> Energy:
+        """Scope: the expert sees ``view(x)`` (a slice, crop, mask, channel subset...).
+
+        Args:
+            view: differentiable callable ``(B, *event_shape) -> (B, *self.event_shape)``.
+            event_shape: the shape of the *outer* ``x``; ``None`` takes it from the
+                other experts it is composed with.
+        """
+        from composer.algebra import Scoped
+
+        return Scoped(self, view, event_shape)
+
+
+def call_energy(energy: nn.Module, x: Tensor, sigma: Any = None) -> Tensor:
+    """Evaluate ``energy`` on ``x``, passing ``sigma`` only to noise-conditional energies."""
+    if sigma is not None and getattr(energy, "noise_conditional", False):
+        return energy(x, sigma=sigma)
+    return energy(x)
+
+
+class FunctionEnergy(Energy):
+    """An ``Energy`` around a plain callable or ``nn.Module`` returning ``(B,)``."""
+
+    def __init__(
+        self,
+        fn: Callable[[Tensor], Tensor],
+        event_shape: Sequence[int] | None,
+        domain: DomainLike = None,
+        label: str | None = None,
+        noise_conditional: bool = False,
+    ):
+        name = label or getattr(fn, "__name__", None) or type(fn).__name__
+        super().__init__(event_shape, domain, name if name != "<lambda>" else "energy")
+        self.fn = fn  # an nn.Module is registered as a child, so .to() moves it
+        self.noise_conditional = noise_conditional
+
+    def forward(self, x: Tensor, sigma: Any = None) -> Tensor:
+        return self.fn(x, sigma=sigma) if self.noise_conditional else self.fn(x)
+
+
+def as_energy(
+    fn: Callable[[Tensor], Tensor] | Energy,
+    event_shape: Sequence[int] | None = None,
+    domain: DomainLike = None,
+    label: str | None = None,
+    noise_conditional: bool = False,
+) -> Energy:
+    """Wrap a callable or module ``fn(x: (B, *event_shape)) -> (B,)`` as an ``Energy``.
+
+    An ``Energy`` is returned unchanged.
+
+    Example:
+        >>> e = as_energy(lambda x: (x ** 2).sum(-1), event_shape=(3,))
+        >>> e(torch.ones(4, 3)).shape
+        torch.Size([4])
+    """
+    if isinstance(fn, Energy):
+        return fn
+    if not callable(fn):
+        raise CompositionError(f"as_energy expects a callable or nn.Module, got {type(fn).__name__}")
+    return FunctionEnergy(fn, event_shape, domain, label, noise_conditional)
+
+
+class ConditionalEnergy(Energy):
+    """One value of a concept family: a shared network evaluated at a fixed condition.
+
+    ``network(x: (B, *event_shape), cond: (B, *cond_shape)[, sigma]) -> (B,)``. Products of
+    several ``ConditionalEnergy`` sharing one ``network`` are evaluated in one batched call
+    (see ``composer.algebra.Product``).
+
+    Args:
+        network: the shared conditional network.
+        condition: the condition of this value, e.g. ``torch.tensor(2)`` (an index) or an
+            embedding vector; stored as a buffer so it follows ``.to(device)``.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        condition: Tensor,
+        event_shape: Sequence[int] | None,
+        domain: DomainLike = None,
+        label: str | None = None,
+        noise_conditional: bool = False,
+    ):
+        super().__init__(event_shape, domain, label)
+        self.network = network
+        self.noise_conditional = noise_conditional
+        self.register_buffer("condition", torch.as_tensor(condition), persistent=False)
+
+    def forward(self, x: Tensor, sigma: Any = None) -> Tensor:
+        cond = self.condition.expand(x.shape[0], *self.condition.shape)
+        if self.noise_conditional:
+            return self.network(x, cond, sigma=sigma)
+        return self.network(x, cond)
+
+
+def device_of(module: nn.Module) -> torch.device | None:
+    """The device of the first parameter or buffer of ``module``, or ``None`` if it has none."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return None
