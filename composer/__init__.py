@@ -6,6 +6,7 @@ with ``&`` (product), ``|`` (mixture), ``~`` (negation), ``w *`` (weight) and ``
 """
 
 from composer.algebra import Mixture, Negation, Product, Scaled, Scoped, describe, mixture, product
+from composer.compositions import load_compositions, read_definitions
 from composer.energy import ConditionalEnergy, Energy, FunctionEnergy, as_energy
 from composer.errors import (
     CheckpointError,
@@ -18,6 +19,7 @@ from composer.errors import (
     UnknownNameError,
 )
 from composer.hookspecs import hookimpl
+from composer.language import parse, parse_ast
 from composer.plugins import get_registry
 
 __version__ = "0.1.0"
@@ -43,6 +45,10 @@ __all__ = [
     "describe",
     "get_registry",
     "hookimpl",
+    "load_compositions",
+    "parse",
+    "parse_ast",
+    "read_definitions",
     "mixture",
     "product",
 ]
