@@ -3,23 +3,25 @@
 ``build_registry()`` loads every plugin of the entry-point group ``composer`` (except those
 named in ``COMPOSER_DISABLE_PLUGINS``, comma-separated), plus the engine's built-ins, and
 calls their ``register_*`` hooks one plugin at a time: a plugin that fails to import or
-register is recorded in ``Registry.failures`` by name while the others load. Two plugins
-claiming one name raise ``DuplicateNameError`` naming both.
+register (or implements a hook that does not exist) is recorded in ``Registry.failures`` by
+name and contributes nothing, while the others load. Two plugins claiming one name (a plugin
+name, or an expert/concept/sampler/dataset name) raise ``DuplicateNameError`` naming both.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pluggy
 
 from composer import hookspecs
-from composer.errors import DuplicateNameError
-from composer.registry import PluginFailure, Registry
+from composer.errors import DuplicateNameError, PluginError
+from composer.registry import PluginFailure, Registry, suggest
 
 ENTRY_POINT_GROUP = "composer"
 DISABLE_ENV = "COMPOSER_DISABLE_PLUGINS"
@@ -47,6 +49,10 @@ class PluginManager:
         entry_points: discover plugins of the ``composer`` entry-point group.
         builtins: register the engine's built-in plugins (samplers, ...).
         disabled: plugin names to skip; default from ``COMPOSER_DISABLE_PLUGINS``.
+
+    Attributes:
+        failures: plugins that failed to import or register, by name.
+        sources: plugin name -> where it came from (distribution and module, built-in...).
     """
 
     def __init__(self, entry_points: bool = True, builtins: bool = True, disabled: Iterable[str] | None = None):
@@ -54,66 +60,113 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.disabled = set(disabled_plugins() if disabled is None else disabled)
         self.failures: list[PluginFailure] = []
+        self.sources: dict[str, str] = {}
         if builtins:
             for module_name in BUILTIN_PLUGINS:
                 if module_name not in self.disabled:
-                    self.register(importlib.import_module(module_name), module_name)
+                    self.register(importlib.import_module(module_name), module_name, source="built-in")
         if entry_points:
             self.load_entry_points()
 
-    def register(self, plugin: Any, name: str | None = None) -> None:
-        """Register a plugin object or module under ``name`` (unless disabled)."""
+    def register(self, plugin: Any, name: str | None = None, source: str | None = None) -> None:
+        """Register a plugin object or module under ``name`` (unless disabled).
+
+        A plugin whose hooks pluggy rejects (bad signature) or that implements a hook that
+        does not exist is recorded in ``failures`` and left out.
+
+        Raises:
+            DuplicateNameError: another plugin is already registered under ``name``.
+        """
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         if name in self.disabled:
             return
+        source = source or _describe(plugin)
+        if self.pm.has_plugin(name):
+            raise DuplicateNameError(f"two plugins are named '{name}': {self.sources.get(name)} and {source}")
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:  # pluggy validation errors: bad hook signatures...
+            if self.pm.get_plugin(name) is plugin:  # older pluggy may leave it half-registered
+                self.pm.unregister(plugin)
             self.failures.append(PluginFailure(name, "register", exc))
+            return
+        unknown = [
+            impl_name for impl_name, hook in vars(self.pm.hook).items()
+            if not impl_name.startswith("_") and not hook.has_spec()
+            and any(i.plugin is plugin and not i.optionalhook for i in hook.get_hookimpls())
+        ]
+        if unknown:
+            self.pm.unregister(plugin)
+            hooks = [h for h in vars(hookspecs) if h.startswith("register_")]
+            detail = "; ".join(f"'{u}'{suggest(u, hooks)}" for u in unknown)
+            self.failures.append(PluginFailure(name, "register", PluginError(f"unknown hook {detail}")))
+            return
+        self.sources[name] = source
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
-        """Import every entry point of ``group``; failures are recorded, not raised."""
-        seen: set[str] = set()
+        """Import every entry point of ``group``; import failures are recorded, not raised.
+
+        Raises:
+            DuplicateNameError: two distributions provide an entry point of the same name.
+        """
+        seen: dict[str, str] = {}
         for ep in importlib.metadata.entry_points(group=group):
-            if ep.name in self.disabled or ep.name in seen:
+            dist = getattr(ep.dist, "name", None) or "an unknown distribution"
+            if ep.name in seen:
+                if seen[ep.name] == dist:  # one distribution found twice on sys.path
+                    continue
+                raise DuplicateNameError(
+                    f"distributions '{seen[ep.name]}' and '{dist}' both provide plugin '{ep.name}' "
+                    f"(entry-point group '{group}'); uninstall one or block it with {DISABLE_ENV}"
+                )
+            seen[ep.name] = dist
+            if ep.name in self.disabled:
                 continue
-            seen.add(ep.name)
             try:
                 plugin = ep.load()
             except Exception as exc:
                 self.failures.append(PluginFailure(ep.name, "import", exc))
                 continue
-            self.register(plugin, ep.name)
+            self.register(plugin, ep.name, source=f"distribution '{dist}' ({ep.value})")
 
     def plugin_names(self) -> list[str]:
         """Names of the registered plugins, in registration order."""
         return [name for name, _ in self.pm.list_name_plugin()]
 
     def build_registry(self) -> Registry:
-        """Call the ``register_*`` hooks one plugin at a time and collect the results."""
+        """Call the ``register_*`` hooks one plugin at a time and collect the results.
+
+        A plugin whose hook raises, or whose calls of ``register`` are invalid, is recorded in
+        ``Registry.failures`` and contributes nothing (not even what its other hooks registered).
+
+        Raises:
+            DuplicateNameError: two plugins register the same name.
+        """
         registry = Registry(failures=list(self.failures))
-        broken: set[str] = set()
+        for name in self.plugin_names():
+            calls = self._collect(name, registry.failures)
+            for method, args, kwargs in calls or ():  # DuplicateNameError across plugins propagates
+                getattr(registry, method)(*args, plugin=name, **kwargs)
+        return registry
+
+    def _collect(self, name: str, failures: list[PluginFailure]) -> list[tuple[str, tuple, dict]] | None:
+        """Run plugin ``name``'s register hooks; its validated calls, or ``None`` if it failed."""
+        staged = Registry()  # validates this plugin's calls before any is committed
+        calls: list[tuple[str, tuple, dict]] = []
         for hook_name, method in _REGISTER_HOOKS.items():
-            for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-                if impl.plugin_name in broken:
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name != name:
                     continue
-                calls: list[tuple[tuple, dict]] = []
-
-                def register(*args: Any, **kwargs: Any) -> None:
-                    calls.append((args, kwargs))
-
+                register, hook_calls = _recorder()
                 try:
                     impl.function(**({"register": register} if "register" in impl.argnames else {}))
-                    staged = Registry()  # validate this plugin's calls before committing them
-                    for args, kwargs in calls:
-                        getattr(staged, method)(*args, plugin=impl.plugin_name, **kwargs)
+                    for args, kwargs in hook_calls:
+                        getattr(staged, method)(*args, plugin=name, **kwargs)
                 except Exception as exc:
-                    registry.failures.append(PluginFailure(impl.plugin_name, hook_name, exc))
-                    broken.add(impl.plugin_name)
-                    continue
-                for args, kwargs in calls:  # DuplicateNameError across plugins propagates
-                    getattr(registry, method)(*args, plugin=impl.plugin_name, **kwargs)
-        return registry
+                    failures.append(PluginFailure(name, hook_name, exc))
+                    return None
+                calls.extend((method, args, kwargs) for args, kwargs in hook_calls)
+        return calls
 
     def add_commands(self, cli: Any) -> None:
         """Let every plugin add subcommands to ``cli``; failures are recorded."""
@@ -122,6 +175,24 @@ class PluginManager:
                 impl.function(**({"cli": cli} if "cli" in impl.argnames else {}))
             except Exception as exc:
                 self.failures.append(PluginFailure(impl.plugin_name, "register_commands", exc))
+
+
+def _describe(plugin: Any) -> str:
+    """Where a plugin object comes from, for error messages."""
+    if inspect.ismodule(plugin):
+        return f"module '{plugin.__name__}'"
+    cls = plugin if inspect.isclass(plugin) else type(plugin)
+    return f"{'class' if plugin is cls else 'object of class'} '{cls.__module__}.{cls.__qualname__}'"
+
+
+def _recorder() -> tuple[Callable[..., None], list[tuple[tuple, dict]]]:
+    """A ``register`` callback and the list of the calls it receives."""
+    calls: list[tuple[tuple, dict]] = []
+
+    def register(*args: Any, **kwargs: Any) -> None:
+        calls.append((args, kwargs))
+
+    return register, calls
 
 
 _DEFAULT: tuple[PluginManager, Registry] | None = None

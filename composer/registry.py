@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from composer.energy import Energy
-from composer.errors import CompositionError, DuplicateNameError, PluginError, UnknownNameError
+from composer.errors import ComposerError, CompositionError, DuplicateNameError, PluginError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ class PluginFailure:
     error: BaseException
 
     def __str__(self) -> str:
-        return f"plugin '{self.plugin}' failed ({self.stage}): {type(self.error).__name__}: {self.error}"
+        message = " ".join(str(self.error).split())  # one line, even for multi-line messages
+        return f"plugin '{self.plugin}' failed ({self.stage}): {type(self.error).__name__}: {message}"
 
 
 def _doc_of(obj: Any, doc: str | None) -> str:
@@ -158,13 +159,15 @@ class Registry:
         return sorted({v for c in self.concepts.values() for v in c.values})
 
     # -- construction -----------------------------------------------------------------------
-    def make_expert(self, name: str, **params: Any) -> Energy:
+    def make_expert(self, name: str, /, **params: Any) -> Energy:
         """Call the factory of expert ``name`` with ``params``; bad arguments are a clear error."""
         info = self.expert(name)
         _check_params(info.factory, params, name)
         try:
             energy = info.factory(**params)
-        except (TypeError, ValueError) as exc:
+        except (ComposerError, TypeError, ValueError) as exc:
+            if isinstance(exc, ComposerError) and str(exc).startswith(f"{name}:"):
+                raise  # already one clear line naming the expert
             raise CompositionError(f"{name}: {exc}") from exc
         label = name if not params else f"{name}({', '.join(f'{k}={_lit(v)}' for k, v in params.items())})"
         return _labelled(energy, label, name)
@@ -188,12 +191,14 @@ class Registry:
 def _claim(table: dict[str, Any], kind: str, name: str, plugin: str) -> None:
     if name in table:
         other = table[name].plugin
+        if other == plugin:
+            raise DuplicateNameError(f"plugin '{plugin}' registers {kind} '{name}' twice")
         raise DuplicateNameError(f"plugins '{other}' and '{plugin}' both register {kind} '{name}'")
 
 
 def _check_name(name: str, plugin: str, dotted: bool) -> None:
     parts = name.split(".") if isinstance(name, str) else []
-    ok = bool(parts) and all(p.isidentifier() for p in parts) and (len(parts) >= 2 or not dotted)
+    ok = bool(parts) and all(p.isidentifier() for p in parts) and (len(parts) >= 2 if dotted else len(parts) == 1)
     if not ok:
         form = "'family.name' (identifiers joined by dots)" if dotted else "an identifier"
         raise PluginError(f"plugin '{plugin}': name {name!r} must be {form}")
