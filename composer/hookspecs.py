@@ -62,6 +62,17 @@ def register_datasets(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_networks(register: Callable[..., None]) -> None:
+    """Register trainable network architectures for ``composer train`` and checkpoints.
+
+    Call ``register(name, cls, doc=None)``: ``cls(**config)`` builds the network from the
+    JSON-able ``config`` a training file's ``[network]`` table gives (``type = name``), and the
+    instance exposes that ``config`` again, so a checkpoint (weights + JSON) rebuilds it
+    without executing code from the file. Called as ``net(x, cond=None, sigma=None) -> (B,)``.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add subcommands to the ``composer`` command line.
 

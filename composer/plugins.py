@@ -27,13 +27,14 @@ ENTRY_POINT_GROUP = "composer"
 DISABLE_ENV = "COMPOSER_DISABLE_PLUGINS"
 
 #: engine modules that register built-in components through the same hooks as plugins
-BUILTIN_PLUGINS = ("composer.sampling.builtin",)
+BUILTIN_PLUGINS = ("composer.sampling.builtin", "composer.training.builtin")
 
 _REGISTER_HOOKS = {
     "register_experts": "add_expert",
     "register_concepts": "add_concept",
     "register_samplers": "add_sampler",
     "register_datasets": "add_dataset",
+    "register_networks": "add_network",
 }
 
 

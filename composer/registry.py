@@ -1,8 +1,8 @@
-"""Names -> expert factories, concept families, samplers and datasets, with "did you mean".
+"""Names -> expert factories, concept families, samplers, datasets and networks, with "did you mean".
 
 Plugins fill a ``Registry`` through the hooks in ``composer.hookspecs``; the language and
 the CLI look names up here. Experts and concept families share one namespace
-(``family.name``); samplers and datasets have their own.
+(``family.name``); samplers, datasets and trainable networks have their own.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class Registry:
     concepts: dict[str, ConceptInfo] = field(default_factory=dict)
     samplers: dict[str, ComponentInfo] = field(default_factory=dict)
     datasets: dict[str, ComponentInfo] = field(default_factory=dict)
+    networks: dict[str, ComponentInfo] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
 
     # -- registration -----------------------------------------------------------------------
@@ -147,6 +148,19 @@ class Registry:
             return self.samplers[name]
         known = ", ".join(sorted(self.samplers)) or "none"
         raise UnknownNameError(f"unknown sampler '{name}'{suggest(name, self.samplers)}; registered: {known}")
+
+    def add_network(self, name: str, cls: Callable[..., Any], plugin: str, doc: str | None = None) -> None:
+        _check_name(name, plugin, dotted=False)
+        _claim(self.networks, "network", name, plugin)
+        if not callable(cls):
+            raise PluginError(f"plugin '{plugin}': network '{name}' is not callable")
+        self.networks[name] = ComponentInfo(name, cls, plugin, _doc_of(cls, doc))
+
+    def network(self, name: str) -> ComponentInfo:
+        if name in self.networks:
+            return self.networks[name]
+        known = ", ".join(sorted(self.networks)) or "none"
+        raise UnknownNameError(f"unknown network '{name}'{suggest(name, self.networks)}; registered: {known}")
 
     def dataset(self, name: str) -> ComponentInfo:
         if name in self.datasets:
