@@ -21,6 +21,8 @@ from composer.errors import (
 from composer.hookspecs import hookimpl
 from composer.language import parse, parse_ast
 from composer.plugins import get_registry
+from composer.sampling import ReplayBuffer, SampleResult, sample
+from composer.training import concept_from_checkpoint, expert_from_checkpoint, family_from_checkpoint, train
 
 __version__ = "0.1.0"
 
@@ -40,8 +42,13 @@ __all__ = [
     "SamplingDivergedError",
     "Scaled",
     "Scoped",
+    "ReplayBuffer",
+    "SampleResult",
     "UnknownNameError",
     "as_energy",
+    "concept_from_checkpoint",
+    "expert_from_checkpoint",
+    "family_from_checkpoint",
     "describe",
     "get_registry",
     "hookimpl",
@@ -49,6 +56,8 @@ __all__ = [
     "parse",
     "parse_ast",
     "read_definitions",
+    "sample",
+    "train",
     "mixture",
     "product",
 ]
