@@ -19,7 +19,8 @@ kernel and page-faulted back in at a rate that depends on the process's allocati
 (thousands of faults per 100 steps, for either contender, varying run to run), which swamps the
 overhead being measured. ``--default-malloc`` keeps glibc's defaults.
 
-Usage: ``python benchmarks/sampler.py [--repeats 9] [--device cpu|cuda|all] [--no-memory] [--default-malloc]``
+Usage: ``python benchmarks/sampler.py [--repeats 9] [--device cpu|cuda|all] [--no-memory] [--default-malloc]
+[--lean] [--cases abcd] [--steps 100]``
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def timed(fn: Callable[[], object], device: str) -> float:
     return time.process_time() - t
 
 
-def run_case(name: str, device: str, repeats: int, steps: int, compiled: bool, budget: float = 2.0) -> dict:
+def run_case(name: str, device: str, repeats: int, steps: int, compiled: bool, budget: float = 2.0,
+             lean: bool = False) -> dict:
     """Time the contenders on one case: at least ``repeats`` rounds, more for cheap cases (about ``budget``
     seconds of the hand-written loop, at most 100 rounds)."""
     energy, fn, dim, batch = make_case(name, device)
@@ -124,6 +126,9 @@ def run_case(name: str, device: str, repeats: int, steps: int, compiled: bool, b
         "hand-written": lambda: hand_written(fn, x0, steps),
         "composer": lambda: sample(energy, steps=steps, init=x0, step_size=STEP, seed=0),
     }
+    if lean:
+        contenders["composer lean"] = lambda: sample(energy, steps=steps, init=x0, step_size=STEP, seed=0,
+                                                     trace=False, energies=False)
     if compiled:
         contenders["composer compile"] = lambda: sample(energy, steps=steps, init=x0, step_size=STEP, seed=0,
                                                         compile=True)
@@ -211,6 +216,9 @@ def main() -> None:
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc's dynamic malloc thresholds")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (default 1: on a shared machine, 2-thread timings vary 5x)")
+    parser.add_argument("--lean", action="store_true",
+                        help="also time sample(..., trace=False, energies=False), the path for short CD runs")
+    parser.add_argument("--cases", default="abcd", help="which cases to run, e.g. 'ad'")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -226,13 +234,16 @@ def main() -> None:
     rows = []
     header = f"{'case':4} {'device':6} {'batch':>5} {'runs':>4} {'hand (ms)':>10} {'composer (ms)':>14} {'ratio':>6}"
     header += f" {'min-ratio':>9}"
+    header += f" {'lean (ms)':>10} {'ratio':>6}" if args.lean else ""
     print(header + (f" {'compiled (ms)':>14} {'ratio':>6}" if "cuda" in devices else ""))
     for device in devices:
-        for name in ("a", "b", "c", "d"):
-            row = run_case(name, device, args.repeats, args.steps, compiled=device == "cuda")
+        for name in args.cases:
+            row = run_case(name, device, args.repeats, args.steps, compiled=device == "cuda", lean=args.lean)
             rows.append(row)
             line = (f"({name})  {device:6} {row['batch']:5d} {row['repeats']:4d} {row['hand-written'] * 1e3:10.1f} "
                     f"{row['composer'] * 1e3:14.1f} {row['ratio composer']:6.3f} {row['min ratio composer']:9.3f}")
+            if "composer lean" in row:
+                line += f" {row['composer lean'] * 1e3:10.1f} {row['ratio composer lean']:6.3f}"
             if "composer compile" in row:
                 line += f" {row['composer compile'] * 1e3:14.1f} {row['ratio composer compile']:6.3f}"
             print(line, flush=True)

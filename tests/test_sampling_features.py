@@ -295,8 +295,13 @@ def test_result_and_trace():
     assert torch.all(t["energy_min"] <= t["energy_mean"]) and torch.all(t["energy_mean"] <= t["energy_max"])
     # the last entries describe the returned samples
     assert t["energy_mean"][-1].item() == pytest.approx(r.energy.mean().item(), rel=1e-5)
-    rms = r.x.norm(dim=1).square().mean().sqrt().item()  # grad = x: RMS over chains of the per-chain norm
-    assert t["grad_norm"][-1].item() == pytest.approx(rms, rel=1e-5)
+    # grad_norm[t]: RMS over chains of the gradient norm at the start of step t. Noise-free descent on
+    # E = |x|^2 / 2 has grad = x and x_t = 0.9 x_{t-1}.
+    init = torch.randn(64, 2)
+    d = sample(gaussian([0.0, 0.0]), init=init, steps=10, step_size=0.1, noise=0.0)
+    rms = lambda x: x.norm(dim=1).square().mean().sqrt().item()
+    assert d.trace["grad_norm"][0].item() == pytest.approx(rms(init), rel=1e-5)
+    assert d.trace["grad_norm"][-1].item() == pytest.approx(rms(d.x) / 0.9, rel=1e-5)
     assert "acceptance" not in sample(gaussian([0.0]), n=4, steps=3).trace
     assert "mala" in r.summary()
 
@@ -362,3 +367,33 @@ def test_cuda_same_seed_same_samples():
     a = sample(e, n=256, steps=20, sampler="mala", seed=1, device="cuda")
     b = sample(e, n=256, steps=20, sampler="mala", seed=1, device="cuda")
     assert a.x.device.type == "cuda" and torch.equal(a.x, b.x)
+
+
+# -- lean runs: no trace, no evaluation of the returned samples ------------------------------------------
+
+def test_trace_off_gives_the_same_samples_and_still_guards():
+    e = gaussian([1.0, -1.0])
+    full = sample(e, n=50, steps=40, seed=3)
+    lean = sample(e, n=50, steps=40, seed=3, trace=False)
+    assert torch.equal(full.x, lean.x) and torch.equal(full.energy, lean.energy)
+    assert lean.trace == {} and lean.acceptance is None
+    unbounded = composer.as_energy(lambda x: -(x**2).sum(-1), event_shape=(1,), label="unbounded")
+    bowl = 1e-30 * gaussian([0.0], 1.0, label="bowl")
+    with pytest.raises(SamplingDivergedError, match=r"at step 64 of 100.*1 of 1 chains \(0\)"):
+        sample(bowl & unbounded, init=torch.ones(1, 1), steps=100, step_size=0.5, noise=0.0, trace=False)
+
+
+def test_energies_off_skips_the_last_evaluation_only():
+    calls = []
+    e = composer.as_energy(lambda x: (calls.append(1), 0.5 * (x**2).sum(-1))[1], event_shape=(2,), label="g")
+    full = sample(e, n=20, steps=30, seed=1, check_every=7)
+    assert len(calls) == 31  # the initial point and the end point of every step
+    calls.clear()
+    lean = sample(e, n=20, steps=30, seed=1, check_every=7, energies=False)
+    assert len(calls) == 30  # like a hand-written loop: one evaluation per step
+    assert torch.equal(full.x, lean.x) and lean.energy is None
+    torch.testing.assert_close(lean.trace["energy_mean"][:-1], full.trace["energy_mean"][:-1])
+    assert torch.isnan(lean.trace["energy_mean"][-1])  # not evaluated
+    torch.testing.assert_close(lean.trace["grad_norm"], full.trace["grad_norm"])  # the driving gradients
+    # Metropolis kernels evaluate every proposal anyway
+    assert sample(e, n=4, steps=3, sampler="mala", energies=False).energy is not None

@@ -37,7 +37,8 @@ class Counting(composer.Energy):
 
     def forward(self, x):
         self.calls += 1
-        assert x.is_leaf and x.requires_grad  # no graph carried over from earlier steps
+        assert x.is_leaf  # no graph carried over from earlier steps
+        assert x.requires_grad or not torch.is_grad_enabled()  # (energy-only evaluations run without grad)
         return 0.5 * ((x - self.mean) ** 2).sum(-1)
 
 
@@ -60,7 +61,8 @@ def test_one_evaluation_of_the_whole_composition_per_gradient(sampler, per_step)
         torch.autograd.grad = real_grad
     expected = 1 + 25 * per_step  # the initial state, then one evaluation per gradient
     assert [e.calls for e in experts] == [expected] * 3
-    assert len(calls) == expected
+    # unadjusted Langevin never uses the gradient at its final point: the last step computes the energy only
+    assert len(calls) == expected - (sampler == "langevin")
 
 
 def test_concept_values_sharing_a_network_run_as_one_call_per_step():

@@ -48,11 +48,13 @@ class SampleResult:
 
     Attributes:
         x: samples ``(n, *event_shape)``, detached.
-        energy: their energies ``(n,)`` (at the last noise level, if any).
-        trace: per-step tensors of length ``steps_run_max``: ``energy_mean``, ``energy_min``,
-            ``energy_max`` (over the chains still running), ``grad_norm`` (root mean square over
-            chains of the per-chain L2 norm of the energy gradient) and, for Metropolis kernels, ``acceptance`` (mean
-            acceptance probability). The first ``warmup`` entries are the warm-up.
+        energy: their energies ``(n,)`` (at the last noise level, if any); ``None`` with ``energies=False``.
+        trace: per-step tensors of length ``steps_run.max()`` (empty with ``trace=False``):
+            ``energy_mean``, ``energy_min``, ``energy_max`` (over the chains still running),
+            ``grad_norm`` (root mean square over chains of the per-chain L2 norm of the energy
+            gradient that drove the step, i.e. at its starting point) and, for Metropolis kernels,
+            ``acceptance`` (mean acceptance probability).
+            The first ``warmup`` entries are the warm-up.
         steps_run: ``(n,)`` steps each chain ran, warm-up included (fewer when it stopped early).
         step_size: the step size of the last step (after adaptation, if any).
         warmup: number of warm-up steps.
@@ -61,7 +63,7 @@ class SampleResult:
     """
 
     x: Tensor
-    energy: Tensor
+    energy: Tensor | None
     trace: dict[str, Tensor]
     steps_run: Tensor
     step_size: float
@@ -82,7 +84,7 @@ class SampleResult:
         acc = self.acceptance
         parts = [
             f"{self.sampler}: {tuple(self.x.shape)} samples",
-            f"mean energy {float(self.energy.mean()):.4g}",
+            f"mean energy {float(self.energy.mean()):.4g}" if self.energy is not None else "energies not evaluated",
             f"steps {int(self.steps_run.max()) if self.steps_run.numel() else 0}",
             f"step size {self.step_size:.4g}",
         ]
@@ -117,6 +119,8 @@ def sample(
     target_accept: float | None = None,
     kernel_options: dict[str, Any] | None = None,
     check_every: int = 100,
+    trace: bool = True,
+    energies: bool = True,
     compile: bool | str = False,
     progress: bool = False,
     registry: Any = None,
@@ -128,7 +132,8 @@ def sample(
             validated first (a product with no positive expert is a ``CompositionError``) and moved
             to ``device``.
         n: number of chains (default: the batch of an init tensor, else 1000).
-        steps: steps returned after the warm-up (with ``sigmas``: split equally over the levels).
+        steps: steps after the warm-up; the samples are the chains' states after ``warmup + steps``
+            steps (with ``sigmas``, the steps are split equally over the levels).
         sampler: ``"langevin"`` (unadjusted), ``"mala"``, ``"hmc"``, any name registered by a plugin,
             or a kernel object with ``init`` and ``step``.
         init: ``None`` (uniform over the energy's domain if it has one, else standard Gaussian),
@@ -157,8 +162,18 @@ def sample(
             size during them (dual averaging toward ``target_accept``) when ``adapt`` is true.
         target_accept: target acceptance (default: the kernel's, 0.574 for MALA, 0.65 for HMC).
         kernel_options: extra keyword arguments of the kernel's ``step`` (e.g. ``n_leapfrog``).
-        check_every: steps between the host synchronisations that check for divergence, update the
-            progress bar and retire converged chains.
+        check_every: steps between the host synchronisations that check for divergence, show the
+            energy next to the progress bar and retire converged chains.
+        trace: record the per-step trace. With ``False`` no per-step work is added to the kernel's; the
+            divergence guard then checks the chains' state every ``check_every`` steps (a chain that
+            went non-finite stays so) and still names the step by replaying the chunk.
+        energies: evaluate the returned samples. An unadjusted kernel computes only the energy (no
+            gradient) at the end of its last step; with ``False`` not even that (as many evaluations
+            as a hand-written loop: useful for short runs whose energies nobody reads, e.g.
+            contrastive divergence), ``result.energy`` is ``None`` and the last step's energy trace
+            entries are NaN.
+            Metropolis kernels must evaluate every proposal, and a compiled step always evaluates
+            fully (one graph for every step); for them this changes nothing.
         compile: wrap the step with ``torch.compile`` (``True`` or a mode such as ``"max-autotune"``).
         progress: show a tqdm progress bar (on stderr).
         registry: where sampler names are looked up (default: ``composer.get_registry()``).
@@ -240,6 +255,8 @@ def sample(
     plan = build_plan(
         energy, steps, warmup, step_size, temperature, sigmas, check_every, tol, patience, compile, dev, dt
     )
+    if getattr(kernel, "final_evaluation_optional", False) and not compile:  # the last gradient is never used
+        plan.last_evaluation = "energy" if energies else "none"  # (compiled: one graph serves every step)
     adapter = None
     if warmup > 0 and adapt and getattr(kernel, "metropolis", False):
         goal = target_accept if target_accept is not None else getattr(kernel, "target_accept", None) or 0.574
@@ -269,18 +286,19 @@ def sample(
 
     with contexts:
         state = kernel.init(x0, target)
-        check_initial(state, energy, n, plan, sigma0)
+        initial_ok = check_initial(state, energy, n)
         metropolis = bool(getattr(kernel, "metropolis", False))
         grad = getattr(state, "grad", None)
         recorder = TraceRecorder(plan.total, min(check_every, max(plan.total, 1)), n, metropolis, dev, dt,
-                                 grad_numel=grad.numel() if isinstance(grad, Tensor) else None)
+                                 grad_numel=grad.numel() if isinstance(grad, Tensor) else None, enabled=trace)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=plan.total, desc=f"sampling ({name})", unit="step")
         runner = Runner(kernel, step_fn, energy, target, state, generator, plan, recorder, adapter, extra,
-                        per_chain_mask=per_chain_mask, sigma_as_tensor=bool(compile), progress=bar)
+                        per_chain_mask=per_chain_mask, sigma_as_tensor=bool(compile), progress=bar,
+                        initial_ok=initial_ok)
         try:
             runner.run()
         finally:
@@ -297,7 +315,7 @@ def sample(
         final_step = scale * float(base)
     return SampleResult(
         x=x.detach(),
-        energy=e.detach(),
+        energy=e.detach() if e is not None else None,
         trace=recorder.result(runner.steps_done),
         steps_run=steps_run,
         step_size=final_step,

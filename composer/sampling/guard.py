@@ -1,9 +1,10 @@
 """The divergence guard: name the step, the chains and the expert that went non-finite.
 
 The driver notices non-finite energies or gradients when it flushes its trace (every
-``check_every`` steps), replays the chunk from a snapshot up to the first bad step, and calls
-``diverged_error`` with the state at that step. The experts are the leaves of the composition
-tree (``Energy.children_energies``), evaluated through the scopes (``.on(view)``) above them.
+``check_every`` steps), replays the chunk from its snapshot one checked step at a time up to the
+first bad step, and calls ``diverged_error`` with the bad chains' states at that step. The
+experts are the leaves of the composition tree (``Energy.children_energies``), evaluated through
+the scopes (``.on(view)``) above them.
 """
 
 from __future__ import annotations
@@ -91,12 +92,18 @@ def diverged_error(
         if not bool(torch.isfinite(x).all()):
             msg += "; the samples themselves became non-finite (the previous gradient step overflowed)"
         else:
-            names, what = culprits(energy, x, sigma)
+            try:
+                names, what = culprits(energy, x, sigma)
+            except Exception:  # an expert that cannot even be evaluated there: say nothing more
+                names, what = [], ""
             if names:
                 more = f" (also: {', '.join(names[1:4])})" if len(names) > 1 else ""
                 msg += f"; first expert with a non-finite {what}: {names[0]}{more}"
-    msg += (
-        ". Check that the composition is bounded below (each negation needs a stronger positive expert), "
-        "or use a smaller step_size, clip_grad or clamp to a domain."
-    )
+    if step is None:
+        msg += ". Start the chains where every expert is finite (init=..., or a domain to draw them from)."
+    else:
+        msg += (
+            ". Check that the composition is bounded below (each negation needs a stronger positive expert), "
+            "or use a smaller step_size, clip_grad or clamp to a domain."
+        )
     return SamplingDivergedError(msg)

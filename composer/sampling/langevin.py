@@ -88,6 +88,7 @@ class Langevin:
     metropolis = False
     target_accept: float | None = None
     decoupled_noise = True
+    final_evaluation_optional = True  # step(..., evaluate="energy" | "none") is supported
 
     def init(self, x: Tensor, energy_fn: Callable[[Tensor], Tensor] | Target) -> LangevinState:
         return init_state(x, energy_fn)
@@ -101,14 +102,25 @@ class Langevin:
         temperature: float | Tensor = 1.0,
         generator: torch.Generator | None = None,
         noise: str | float = "exact",
+        evaluate: str = "full",
     ) -> tuple[LangevinState, StepInfo]:
-        """One move of every chain. Returns the new state and an empty ``StepInfo``."""
+        """One move of every chain. Returns the new state and an empty ``StepInfo``.
+
+        ``evaluate`` says what is computed at the new point: ``"full"`` energy and gradient (what
+        the next step needs), ``"energy"`` the energy only (a last step: no backward pass), or
+        ``"none"`` nothing (a last step whose energies nobody reads); what is not computed is ``None``.
+        """
         target = as_target(energy_fn)
         x = state.x
         std = noise_std(noise, step_size, temperature)
         xi = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         x_new = axpy(x, -step_size, target.drift(state.grad))
         x_new = target.constrain(axpy_(x_new, std, xi), x)
+        if evaluate != "full":
+            if evaluate == "none":
+                return LangevinState(x_new, None, None), StepInfo()
+            with torch.no_grad():
+                return LangevinState(x_new, target(x_new).detach(), None), StepInfo()
         energy, grad = target.value_and_grad(x_new)
         return LangevinState(x_new, energy, grad), StepInfo()
 

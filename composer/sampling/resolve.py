@@ -18,7 +18,6 @@ from torch import Tensor
 from composer.energy import Energy, device_of
 from composer.errors import CompositionError
 from composer.sampling.buffer import ReplayBuffer
-from composer.sampling.guard import diverged_error
 from composer.sampling.runner import Plan
 from composer.sampling.schedules import Repeat, Schedule, as_schedule, positive_values
 
@@ -179,22 +178,17 @@ def _per_step(schedule: Schedule, steps: int, warmup: int, name: str) -> Sequenc
     return [first] * warmup + values
 
 
-def check_initial(state: Any, energy: Energy, n: int, plan: Plan, sigma: Any) -> None:
-    """Energies of shape ``(n,)``, finite energies and gradients at the start (one synchronisation)."""
+def check_initial(state: Any, energy: Energy, n: int) -> Tensor:
+    """Check the energies' shape ``(n,)``; return (without synchronising) whether the state is finite."""
     e = state.energy
     if not isinstance(e, Tensor) or tuple(e.shape) != (n,):
         got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
         raise CompositionError(f"`{energy.formula()}` returned energies of shape {got}; expected ({n},), one per chain")
-    grad = getattr(state, "grad", None)
     ok = torch.isfinite(e).all()
-    if grad is not None:
+    grad = getattr(state, "grad", None)
+    if isinstance(grad, Tensor):
         ok = ok & torch.isfinite(grad).all()
-    if not bool(ok):  # one synchronisation before the loop
-        bad = ~torch.isfinite(e)
-        if grad is not None:
-            bad |= ~torch.isfinite(grad.reshape(n, -1)).all(dim=1)
-        chains = bad.nonzero().flatten()
-        raise diverged_error(energy, state.x[chains], sigma, None, plan.total, chains, n)
+    return ok
 
 
 def check_kernel_options(kernel: Any, name: str, options: dict[str, Any]) -> None:

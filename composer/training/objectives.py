@@ -142,6 +142,7 @@ class CDObjective:
                 self.bound, n, steps=self.cfg.steps, sampler=self.kernel, init=init,
                 generator=generator or self.generator, device=self.device, step_size=self.cfg.step_size,
                 noise=self.cfg.noise, clip_grad=self.cfg.clip_grad or None, clamp=True, progress=False,
+                energies=False,  # CD re-evaluates the negatives with the loss: skip the sampler's final pass
             )
         finally:
             network.train(was_training)
