@@ -132,8 +132,10 @@ Examples:
 @click.argument("expr")
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Number of samples.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps [default: the sampler's].")
-@click.option("--sampler", default="langevin", show_default=True, help="Sampler kernel (see `composer list`).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Sampler steps [default: the experts' sampling recipe, else 500].")
+@click.option("--sampler", default=None,
+              help="Sampler kernel (see `composer list`) [default: the experts' recipe, else langevin].")
 @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None, help="Step size.")
 @click.option("--noise", default=None, help="'exact' (sqrt(2*step*T)) or a number (IGEBM-style decoupled noise).")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="Temperature T.")
@@ -154,14 +156,11 @@ def sample(expr: str, n: int, steps: int | None, sampler: str, step_size: float 
         _check_output(trace_png, (".png",))
     dev = _device(device)
     energy = _parse(expr, defs)
-    options: dict[str, Any] = {"step_size": step_size, "noise": _noise(noise), "temperature": temperature}
-    if steps is not None:
-        options["steps"] = steps
-    options = {k: v for k, v in options.items() if v is not None}
     from composer.sampling import sample as draw
 
-    result = draw(energy, n=n, sampler=sampler, seed=seed, device=dev, progress=not quiet,
-                  registry=_registry(), **options)
+    # options left at None come from the experts' sampling recipe, else the driver's defaults
+    result = draw(energy, n=n, steps=steps, sampler=sampler, step_size=step_size, noise=_noise(noise),
+                  temperature=temperature, seed=seed, device=dev, progress=not quiet, registry=_registry())
     x, e = result.x.detach().cpu(), result.energy.detach().float().cpu()
     if out_path.suffix == ".npz":
         _write_npz(out_path, x=x.float().numpy(), energy=e.numpy(), expression=expr, formula=energy.formula(),

@@ -24,6 +24,7 @@ from composer.energy import Energy, as_energy, device_of
 from composer.errors import CompositionError
 from composer.sampling.adapt import DualAveraging
 from composer.sampling.buffer import ReplayBuffer, draw_noise
+from composer.sampling.recipe import resolve_options
 from composer.sampling.resolve import (
     build_plan,
     check_initial,
@@ -96,25 +97,25 @@ class SampleResult:
 def sample(
     energy: Energy | Callable[[Tensor], Tensor],
     n: int | None = None,
-    steps: int = 500,
+    steps: int | None = None,
     *,
-    sampler: str | Any = "langevin",
+    sampler: str | Any = None,
     init: None | str | Tensor | ReplayBuffer | Callable[..., Tensor] = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    step_size: float | Schedule | Callable[[int, int], float] = 0.01,
-    noise: str | float = "exact",
-    temperature: float | Schedule | Callable[[int, int], float] = 1.0,
+    step_size: float | Schedule | Callable[[int, int], float] | None = None,
+    noise: str | float | None = None,
+    temperature: float | Schedule | Callable[[int, int], float] | None = None,
     clip_grad: float | None = None,
     clip_grad_norm: float | None = None,
-    clamp: bool = True,
+    clamp: bool | None = None,
     mask: Tensor | None = None,
     sigmas: Sequence[float] | None = None,
     tol: float | None = None,
     patience: int = 10,
-    warmup: int = 0,
+    warmup: int | None = None,
     adapt: bool = True,
     target_accept: float | None = None,
     kernel_options: dict[str, Any] | None = None,
@@ -124,6 +125,7 @@ def sample(
     compile: bool | str = False,
     progress: bool = False,
     registry: Any = None,
+    recipe: bool | dict[str, Any] = True,
 ) -> SampleResult:
     """Sample ``n`` chains of ``p(x) ∝ exp(-E(x) / T)`` for ``steps`` steps.
 
@@ -177,6 +179,12 @@ def sample(
         compile: wrap the step with ``torch.compile`` (``True`` or a mode such as ``"max-autotune"``).
         progress: show a tqdm progress bar (on stderr).
         registry: where sampler names are looked up (default: ``composer.get_registry()``).
+        recipe: arguments left at ``None`` (``steps``, ``sampler``, ``init``, ``step_size``,
+            ``noise``, ``temperature``, ``clip_grad``, ``clip_grad_norm``, ``clamp``, ``sigmas``,
+            ``warmup``, ``kernel_options``) come from the first ``sampling_recipe`` an expert of
+            the composition carries (``True``), from this dict, or (``False``) from the built-in
+            defaults alone: 500 steps of ``"langevin"``, step 0.01, exact noise, T = 1, clamped
+            (``composer.sampling.recipe``).
 
     Returns:
         A ``SampleResult`` with ``x``, ``energy``, ``trace`` and ``steps_run``.
@@ -191,6 +199,15 @@ def sample(
             raise CompositionError(f"sample() needs an Energy or a callable, got {type(energy).__name__}")
         energy = as_energy(energy)
     energy.validate()
+    opts = resolve_options(energy, recipe, {
+        "steps": steps, "sampler": sampler, "init": init, "step_size": step_size, "noise": noise,
+        "temperature": temperature, "clip_grad": clip_grad, "clip_grad_norm": clip_grad_norm, "clamp": clamp,
+        "sigmas": sigmas, "warmup": warmup, "kernel_options": kernel_options,
+    })
+    steps, sampler, init, step_size = opts["steps"], opts["sampler"], opts["init"], opts["step_size"]
+    noise, temperature, clamp, sigmas = opts["noise"], opts["temperature"], opts["clamp"], opts["sigmas"]
+    clip_grad, clip_grad_norm = opts["clip_grad"], opts["clip_grad_norm"]
+    warmup, kernel_options = opts["warmup"], opts["kernel_options"]
     kernel, name = resolve_kernel(sampler, registry)
     steps, warmup, check_every = int(steps), int(warmup), int(check_every)
     if steps < 0 or warmup < 0 or check_every < 1:

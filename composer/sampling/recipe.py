@@ -1,0 +1,93 @@
+"""Sampling recipes: default ``sample`` arguments that experts carry with them.
+
+An expert may set the attribute ``sampling_recipe``: a dict of ``composer.sample`` keyword
+arguments (e.g. a noise ladder ``sigmas``, ``steps``, ``step_size``, an ``init``) that make it
+sample well. ``sample`` looks for one in the composition tree (the node itself first, then its
+children depth-first; the first found wins) and uses it for every argument the caller did not
+give; what the caller gives always wins, and ``recipe=False`` ignores recipes::
+
+    >>> import composer
+    >>> e = composer.as_energy(lambda x: 0.5 * (x ** 2).sum(-1), event_shape=(2,))
+    >>> e.sampling_recipe = {"steps": 50, "sampler": "mala"}
+    >>> resolve_options(e, True, {"steps": None, "sampler": None, "step_size": 0.1})["steps"]
+    50
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from composer.energy import Energy
+from composer.errors import CompositionError
+
+#: built-in defaults of the arguments a recipe may set (``None``: off / chosen by the driver)
+DEFAULTS: dict[str, Any] = {
+    "steps": 500,
+    "sampler": "langevin",
+    "init": None,
+    "step_size": 0.01,
+    "noise": "exact",
+    "temperature": 1.0,
+    "clip_grad": None,
+    "clip_grad_norm": None,
+    "clamp": True,
+    "sigmas": None,
+    "warmup": 0,
+    "kernel_options": None,
+}
+
+
+def recipe_of(energy: Energy) -> tuple[dict[str, Any], str | None]:
+    """The first ``sampling_recipe`` in the tree of ``energy`` and the formula of its owner.
+
+    Returns:
+        ``(recipe, owner)``; ``({}, None)`` when no node carries one.
+
+    Raises:
+        CompositionError: a recipe that is not a dict or sets an unknown argument.
+    """
+    stack = [energy]
+    while stack:
+        node = stack.pop()
+        recipe = getattr(node, "sampling_recipe", None)
+        if recipe is not None:
+            owner = node.formula() if isinstance(node, Energy) else type(node).__name__
+            return _checked(recipe, owner), owner
+        if isinstance(node, Energy):
+            stack.extend(reversed(node.children_energies()))
+    return {}, None
+
+
+def _checked(recipe: Any, owner: str) -> dict[str, Any]:
+    if not isinstance(recipe, Mapping):
+        raise CompositionError(f"the sampling_recipe of {owner} must be a dict, got {type(recipe).__name__}")
+    unknown = sorted(set(recipe) - set(DEFAULTS))
+    if unknown:
+        raise CompositionError(
+            f"the sampling_recipe of {owner} sets unknown argument(s) {', '.join(unknown)}; "
+            f"a recipe may set: {', '.join(DEFAULTS)}"
+        )
+    return dict(recipe)
+
+
+def resolve_options(energy: Energy, recipe: bool | Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill the arguments in ``given`` that are ``None``: from the recipe, then from ``DEFAULTS``.
+
+    Args:
+        energy: the composition (searched for ``sampling_recipe`` when ``recipe`` is ``True``).
+        recipe: ``True`` (the energy's own), ``False`` (none), or an explicit dict.
+        given: the caller's values of (some of) the keys of ``DEFAULTS``; ``None`` = not given.
+    """
+    if recipe is True:
+        found, _ = recipe_of(energy)
+    elif recipe is False or recipe is None:
+        found = {}
+    else:
+        found = _checked(recipe, "the recipe argument")
+    out = {}
+    for key, value in given.items():
+        if value is None:
+            value = found.get(key, DEFAULTS[key])
+        out[key] = value
+    return out
