@@ -1,16 +1,23 @@
-"""The ``shapes`` plugin: registers the shapes-world dataset.
+"""The ``shapes`` plugin: the shapes-world dataset, its concept families, networks and ``composer eval shapes``.
 
 Found through the entry point ``[project.entry-points.composer] shapes = "composer_shapes.plugin"``.
-``composer dataset shapes -n N --split train|heldout|all --seed S --out FILE.npz`` and
-``composer train`` reach the data through this registration.
+
+- datasets ``shapes`` (``composer dataset shapes ...``, ``composer train``) and ``shapes_pairs`` (the
+  same images labelled by (shape, colour) pair, for the monolithic baseline);
+- concept families ``shapes.color``, ``shapes.shape``, ``shapes.size``, ``shapes.position`` with the
+  shipped weights (bare values such as ``red`` or ``top_left`` resolve through the language);
+- networks ``shapes_view``, ``shapes_pixel``, ``shapes_chroma`` (for ``[network]`` in training files);
+- the command group ``composer eval`` with ``composer eval shapes``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import composer
 from composer_shapes.data import load
+from composer_shapes.world import ATTRIBUTES
 
 
 @composer.hookimpl
@@ -22,3 +29,51 @@ def register_datasets(register: Callable[..., None]) -> None:
         doc="the shapes world: 3x32x32 images of one coloured shape, split train|heldout|all "
         "(held-out pairs: red triangle, green circle, blue square)",
     )
+    register("shapes_pairs", load_pairs,
+             doc="the shapes world labelled by (shape, colour) pair, for the monolithic baseline")
+
+
+def load_pairs(n: int = 10000, seed: int = 0, split: str = "train") -> dict[str, Any]:
+    """The shapes data labelled by (shape, colour) pair for the monolithic baseline.
+
+    Returns ``load(n, seed, split)`` plus ``y`` (``shape * 4 + color``, int64) and ``values``
+    (``red_circle``, ``green_circle``, ...; the held-out pairs keep their index but never occur in ``train``).
+    """
+    import numpy as np
+
+    data = load(n=n, seed=seed, split=split)
+    k = len(ATTRIBUTES["color"])
+    data["y"] = data["shape"] * k + data["color"]
+    data["values"] = np.array([f"{c}_{s}" for s in ATTRIBUTES["shape"] for c in ATTRIBUTES["color"]])
+    return data
+
+
+@composer.hookimpl
+def register_concepts(register: Callable[..., None]) -> None:
+    """Register the four concept families; their weights load on first use."""
+    from composer_shapes.experts import DOCS, FAMILIES, factory
+
+    for name, attribute in FAMILIES.items():
+        register(name, list(ATTRIBUTES[attribute]), factory(name), doc=DOCS[name])
+
+
+@composer.hookimpl
+def register_networks(register: Callable[..., None]) -> None:
+    """Register the trainable architectures of the families (``composer_shapes.nets``)."""
+    from composer_shapes.nets import ChromaEnergyNet, PixelEnergyNet, ViewEnergyNet
+
+    register("shapes_view", ViewEnergyNet, doc="denoising energy of a U-Net on a view (colour-blind...) of the image")
+    register("shapes_pixel", PixelEnergyNet, doc="denoising energy of a per-pixel network (sees colour, not layout)")
+    register("shapes_chroma", ChromaEnergyNet,
+             doc="per-pixel denoising energy of chroma given luma (moves colour only)")
+
+
+@composer.hookimpl
+def register_commands(cli: Any) -> None:
+    """Add ``composer eval shapes``."""
+    from composer_shapes.evaluate import eval_group
+
+    if "eval" in getattr(cli, "commands", {}):
+        cli.commands["eval"].add_command(eval_group.commands["shapes"])
+    else:
+        cli.add_command(eval_group)

@@ -1,0 +1,147 @@
+"""The shapes concept families: registration, shared networks, invariance by scope, recipes, weights."""
+
+from __future__ import annotations
+
+import math
+
+import composer_shapes.plugin
+import pytest
+import torch
+from composer_shapes import ATTRIBUTES, generate
+from composer_shapes.experts import FAMILIES, family, load_network, make_value, weights_path
+from composer_shapes.nets import ChromaEnergyNet, PixelEnergyNet, ViewEnergyNet, build
+from composer_shapes.recipe import Recipe, recipe_of
+from composer_shapes.views import ColorBlind, ColorBlindPooled, make_view
+
+import composer
+from composer.plugins import PluginManager
+
+
+@pytest.fixture(scope="module")
+def registry():
+    pm = PluginManager(entry_points=False, builtins=True, disabled=())
+    pm.register(composer_shapes.plugin, "shapes")
+    return pm.build_registry()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.from_numpy(generate(8, "all", seed=3)["x"])
+
+
+def test_families_and_networks_are_registered(registry):
+    assert not registry.failures
+    for name, attribute in FAMILIES.items():
+        assert registry.concept(name).values == tuple(ATTRIBUTES[attribute])
+    assert set(registry.networks) >= {"shapes_view", "shapes_pixel"}
+
+
+def test_bare_values_resolve_through_the_language(registry):
+    energy = composer.parse("red & triangle & ~top_left", registry=registry)
+    assert energy.formula() == "shapes.color=red & shapes.shape=triangle & ~shapes.position=top_left"
+    assert energy.noise_conditional and tuple(energy.event_shape) == (3, 32, 32)
+
+
+def test_values_of_a_family_share_one_network_and_batch_exactly(images):
+    red, blue = family("shapes.color")["red"], family("shapes.color")["blue"]
+    assert red.network is blue.network
+    both = red & blue  # one batched call of the shared network
+    sigma = torch.full((images.shape[0],), 0.3)
+    expected = red(images, sigma=sigma) + blue(images, sigma=sigma)
+    torch.testing.assert_close(both(images, sigma=sigma), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_colour_expert_cannot_see_layout(images):
+    """A per-pixel energy is invariant to any permutation of the pixels (exact up to float32 sums)."""
+    red = make_value("shapes.color", "red")
+    perm = torch.randperm(32 * 32, generator=torch.Generator().manual_seed(0))
+    shuffled = images.flatten(2)[:, :, perm].reshape(images.shape)
+    torch.testing.assert_close(red(shuffled, sigma=0.2), red(images, sigma=0.2), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["shapes.shape", "shapes.size", "shapes.position"])
+def test_layout_experts_cannot_see_colour(images, name):
+    """Recolouring (permuting RGB channels keeps their sum) leaves the energy unchanged (float32 rounding only)."""
+    expert = next(iter(family(name).values()))
+    recoloured = images[:, [2, 0, 1]]
+    torch.testing.assert_close(expert(recoloured, sigma=0.2), expert(images, sigma=0.2), rtol=1e-5, atol=1e-3)
+
+
+def test_views():
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(ColorBlind()(x), x.sum(dim=1, keepdim=True) / math.sqrt(3))
+    pooled = ColorBlindPooled(4)(x)
+    assert pooled.shape == (2, 1, 8, 8)
+    torch.testing.assert_close(pooled[:, 0, 0, 0], x.sum(dim=1)[:, :4, :4].mean((1, 2)) / math.sqrt(3))
+    # linear: Gaussian noise of std sigma on x has std sigma in the view (1/4 after 4x4 pooling)
+    z = torch.randn(4000, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert ColorBlind()(z).std().item() == pytest.approx(1.0, rel=0.02)
+    assert ColorBlindPooled(4)(z).std().item() == pytest.approx(0.25, rel=0.05)
+    assert "not which primary colour" in repr(make_view("colorblind"))
+    with pytest.raises(composer.ComposerError, match="unknown view 'sepia'"):
+        make_view("sepia")
+
+
+@pytest.mark.parametrize("cls,kwargs", [(ViewEnergyNet, {"view": "colorblind_pool2", "num_classes": 3}),
+                                        (PixelEnergyNet, {"num_classes": 4, "width": 8, "depth": 1})])
+def test_networks_rebuild_from_their_config(cls, kwargs):
+    torch.manual_seed(0)
+    net = cls(**kwargs)
+    twin = build(net.config)
+    twin.load_state_dict(net.state_dict())
+    x, cond = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    e = net(x, cond, sigma=torch.tensor([0.1, 1.0, 10.0]))
+    assert e.shape == (3,) and bool((e >= 0).all())
+    torch.testing.assert_close(twin(x, cond, sigma=torch.tensor([0.1, 1.0, 10.0])), e)
+    with pytest.raises(ValueError, match="shape"):
+        cls(**kwargs, event_shape=[1, 28, 28])
+
+
+def test_energy_gradient_is_the_residual_at_large_noise():
+    """With F = 0 (fresh FiLM-free output layer zeroed) E = ||(1 - c_skip) x||^2 / 2 s^2: check grad exactly."""
+    net = PixelEnergyNet(num_classes=1, width=4, depth=1)
+    torch.nn.init.zeros_(net.body.out.weight)
+    torch.nn.init.zeros_(net.body.out.bias)
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    sigma, sd = 2.0, net.sigma_data
+    e = net(x, torch.zeros(2, dtype=torch.long), sigma=sigma)
+    (g,) = torch.autograd.grad(e.sum(), x)
+    k = sigma**2 / (sigma**2 + sd**2)
+    torch.testing.assert_close(g, k**2 * x.detach() / sigma**2, rtol=1e-5, atol=1e-7)
+
+
+def test_shipped_weights_load_without_pickle():
+    for name in FAMILIES:
+        path = weights_path(name)
+        assert path.stat().st_size < 2_000_000
+        net, meta = load_network(path)
+        assert meta["config"]["type"] in ("shapes_view", "shapes_chroma")
+        assert net.num_classes == len(ATTRIBUTES[FAMILIES[name]])
+    with pytest.raises(composer.ComposerError, match="not found"):
+        load_network(weights_path(name).with_name("missing.safetensors"))
+
+
+def test_recipe_ladder_and_lookup():
+    r = Recipe(sigma_max=20.0, sigma_min=0.01, levels=5, steps_per_level=3)
+    ladder = r.ladder()
+    assert ladder[0] == pytest.approx(20.0) and ladder[-1] == pytest.approx(0.01)
+    ratios = [a / b for a, b in zip(ladder, ladder[1:])]
+    assert all(q == pytest.approx(2000 ** 0.25) for q in ratios)
+    kwargs = r.as_kwargs()
+    assert kwargs["steps"] == 15 and kwargs["step_size"] == pytest.approx(0.3 * 0.01**2)
+    assert math.isclose(kwargs["init"](4, generator=torch.Generator().manual_seed(0)).std().item(), 20.0, rel_tol=0.1)
+    energy = make_value("shapes.color", "red") & make_value("shapes.shape", "circle")
+    assert recipe_of(energy)["sigmas"] == make_value("shapes.color", "red").sigmas
+    with pytest.raises(composer.ComposerError, match="unknown recipe setting"):
+        r.replace(temperature=2)
+
+
+def test_chroma_expert_never_moves_luma():
+    """The colour expert's gradient has zero component along (1, 1, 1) at every pixel (float32 rounding)."""
+    torch.manual_seed(0)
+    net = ChromaEnergyNet(num_classes=4, width=8, depth=2)
+    x = torch.rand(3, 3, 32, 32, requires_grad=True)
+    e = net(x, torch.tensor([0, 1, 2]), sigma=torch.tensor([0.05, 0.5, 5.0]))
+    (g,) = torch.autograd.grad(e.sum(), x)
+    assert g.abs().max() > 0
+    torch.testing.assert_close(g.sum(dim=1), torch.zeros(3, 32, 32), rtol=0, atol=1e-5 * g.abs().max().item())
