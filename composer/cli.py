@@ -295,15 +295,33 @@ def _add_plugin_commands() -> None:
     default_manager().add_commands(cli)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``composer`` console script; returns the exit code."""
+def run_command(
+    command: click.Command,
+    argv: list[str] | None,
+    prog_name: str,
+    setup: Any = None,
+    interrupted: str = "interrupted",
+) -> int:
+    """Run a click ``command`` so that bad input is one line on stderr, never a traceback.
+
+    Args:
+        command: the click command or group.
+        argv: arguments (default: ``sys.argv[1:]``).
+        prog_name: the name used in messages.
+        setup: optional callable run first, inside the same error handling.
+        interrupted: what to say after Ctrl-C.
+
+    Returns:
+        The exit code: 0, 1 (a ``ComposerError``, an internal error), 2 (usage), 130 (interrupted).
+    """
     debug = os.environ.get("COMPOSER_DEBUG") == "1"
     try:
-        _add_plugin_commands()
-        cli.main(args=argv, prog_name="composer", standalone_mode=False)
+        if setup is not None:
+            setup()
+        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
         return 0
-    except click.exceptions.Abort:
-        click.echo("composer: interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(f"{prog_name}: {interrupted}", err=True)
         return 130
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -313,17 +331,19 @@ def main(argv: list[str] | None = None) -> int:
     except ComposerError as exc:
         if debug:
             raise
-        click.echo(f"composer: error: {exc}", err=True)
+        click.echo(f"{prog_name}: error: {exc}", err=True)
         return 1
-    except KeyboardInterrupt:
-        click.echo("composer: interrupted", err=True)
-        return 130
     except Exception as exc:  # an unexpected failure: still one line, with a way to see more
         if debug:
             raise
-        click.echo(f"composer: internal error: {type(exc).__name__}: {exc} (set COMPOSER_DEBUG=1 for details)",
+        click.echo(f"{prog_name}: internal error: {type(exc).__name__}: {exc} (set COMPOSER_DEBUG=1 for details)",
                    err=True)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``composer`` console script; returns the exit code."""
+    return run_command(cli, argv, "composer", setup=_add_plugin_commands)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,8 +8,6 @@ from typing import Any
 
 import click
 
-from composer.errors import ComposerError
-
 EPILOG = """
 \b
 Examples:
@@ -61,20 +59,9 @@ def train_command(config: str | None, resume: str | None, steps: int | None, dev
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m composer.training``: run ``train_command`` with one-line error messages."""
-    try:
-        train_command.main(args=argv, prog_name="composer train", standalone_mode=False)
-        return 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("composer train: interrupted (resume with --resume OUTPUT)", err=True)
-        return 130
-    except ComposerError as exc:
-        click.echo(f"composer train: error: {exc}", err=True)
-        return 1
+    from composer.cli import run_command
+
+    return run_command(train_command, argv, "composer train", interrupted="interrupted (resume with --resume OUTPUT)")
 
 
 if __name__ == "__main__":  # pragma: no cover
