@@ -110,9 +110,7 @@ def save_points_png(
         ax.set_xlabel("x")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _density(energy_fn: Callable[[Tensor], Tensor], pts: Tensor) -> Tensor:
@@ -143,6 +141,10 @@ def save_trace_png(trace: dict[str, Tensor], path: str | Path, title: str | None
         a.set_xlabel("step")
     if title:
         fig.suptitle(title, fontsize=9)
+    _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

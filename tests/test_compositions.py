@@ -10,44 +10,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from concept_helpers import close, concept_family, exact
 
-from composer import CompositionError, CompositionSyntaxError, ConditionalEnergy, UnknownNameError
+from composer import CompositionError, CompositionSyntaxError, UnknownNameError
 from composer.algebra import Mixture
 from composer.compositions import find_cycle, load_compositions, read_definitions
 from composer.language import parse
 from composer.registry import Registry
-
-CENTERS = {"red": (1.0, 0.0), "blue": (0.0, 1.0), "triangle": (-1.0, 0.0), "square": (0.0, -1.0)}
-
-
-class Centers(nn.Module):
-    """E(x, c) = 0.5 * ||x - centers[c]||^2, shared by the values of one family."""
-
-    def __init__(self, values):
-        super().__init__()
-        self.register_buffer("centers", torch.tensor([CENTERS[v] for v in values], dtype=torch.float64))
-
-    def forward(self, x, cond):
-        return 0.5 * ((x - self.centers[cond]) ** 2).sum(-1)
 
 
 @pytest.fixture
 def reg() -> Registry:
     reg = Registry()
     for family, values in {"s.color": ["red", "blue"], "s.shape": ["triangle", "square"]}.items():
-        net = Centers(values)
-        factory = lambda v, net=net, values=values: ConditionalEnergy(net, torch.tensor(values.index(v)), (2,))
-        reg.add_concept(family, values, factory, plugin="test")
+        reg.add_concept(family, values, concept_family(values), plugin="test")
     return reg
-
-
-def exact(name: str, x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * ((x - torch.tensor(CENTERS[name], dtype=torch.float64)) ** 2).sum(-1)
-
-
-def close(a: torch.Tensor, b: torch.Tensor) -> None:
-    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def write(tmp_path: Path, text: str, name: str = "scene.toml") -> Path:

@@ -11,11 +11,11 @@ import math
 
 import pytest
 import torch
+from concept_helpers import close, concept_family, exact
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-from composer import ComposerError, CompositionError, CompositionSyntaxError, ConditionalEnergy, UnknownNameError
+from composer import ComposerError, CompositionError, CompositionSyntaxError, UnknownNameError
 from composer import plugins as plugins_module
 from composer.algebra import Mixture, Product
 from composer.energy import as_energy
@@ -34,12 +34,6 @@ from composer.language import (
 )
 from composer.registry import Registry
 
-CENTERS = {"red": (1.0, 0.0), "green": (0.0, 1.0), "triangle": (-1.0, 0.0), "square": (0.0, -1.0)}
-
-
-def close(a: torch.Tensor, b: torch.Tensor) -> None:
-    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-
 
 def gauss(mean, std=1.0):
     """E = 0.5 * ||(x - mean) / std||^2."""
@@ -50,23 +44,6 @@ def gauss(mean, std=1.0):
     if not s > 0:
         raise ValueError(f"std must be positive, got {std!r}")
     return as_energy(lambda x: 0.5 * (((x - m) / s) ** 2).sum(-1), event_shape=(m.numel(),), label="gauss")
-
-
-class Centers(nn.Module):
-    """A shared conditional network: E(x, c) = 0.5 * ||x - centers[c]||^2."""
-
-    def __init__(self, values):
-        super().__init__()
-        self.register_buffer("centers", torch.tensor([CENTERS[v] for v in values], dtype=torch.float64))
-
-    def forward(self, x, cond):
-        return 0.5 * ((x - self.centers[cond]) ** 2).sum(-1)
-
-
-def concept_family(values, looks=None):
-    """Values of one family sharing one network; value i sits at CENTERS[looks[i]]."""
-    net = Centers(looks or values)
-    return lambda value: ConditionalEnergy(net, torch.tensor(values.index(value)), event_shape=(2,))
 
 
 def make_registry() -> Registry:
@@ -80,10 +57,6 @@ def make_registry() -> Registry:
 @pytest.fixture
 def reg() -> Registry:
     return make_registry()
-
-
-def exact(name: str, x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * ((x - torch.tensor(CENTERS[name], dtype=torch.float64)) ** 2).sum(-1)
 
 
 def mix(*energies: torch.Tensor) -> torch.Tensor:
