@@ -258,8 +258,7 @@ class Product(Energy):
             if isinstance(t, Mixture):
                 inner = f"({inner})"
             if c < 0:
-                neg_inner = f"({t.formula()})" if isinstance(t, (Mixture,)) else inner
-                parts.append(("~" if c == -1 else f"{_fmt(-c)} * ~") + neg_inner)
+                parts.append(("~" if c == -1 else f"{_fmt(-c)} * ~") + inner)
             else:
                 parts.append(inner if c == 1 else f"{_fmt(c)} * {inner}")
         return " & ".join(parts)
