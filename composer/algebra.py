@@ -9,6 +9,15 @@ Every node is itself an ``Energy``, so compositions nest to any depth::
     a.on(view)       Scoped:   E = E_a(view(x))
 
 Products of ``ConditionalEnergy`` values sharing one network run as one batched call.
+
+Values in Bayes form (``ConditionalEnergy(..., base=prior)``: ``E = E_prior + E_likelihood``) share
+their base: a product, mixture or weight evaluates a shared base once and applies weights, negations
+and mixing to the likelihood parts only (``split_base``)::
+
+    red & triangle   E = E_prior + E_red|x + E_triangle|x      (not 2 * E_prior + ...)
+    red & ~triangle  E = E_prior + E_red|x - E_triangle|x
+    red | blue       E = E_prior - logsumexp(-E_red|x, -E_blue|x)
+    2 * red          E = E_prior + 2 * E_red|x
 """
 
 from __future__ import annotations
@@ -88,6 +97,25 @@ def _fmt(w: float) -> str:
     return f"{w:g}"
 
 
+def split_base(energy: Energy) -> tuple[Energy | None, Energy]:
+    """``(base, part)`` with ``E = E_base + E_part`` for a node in Bayes form, else ``(None, energy)``.
+
+    A ``ConditionalEnergy`` with a ``base``, a weight of one (``w * a``: base ``+ w * part``), a
+    product with exactly one shared base and a mixture whose components share one base split;
+    anything else (scoped experts, several bases) is returned whole.
+    """
+    if isinstance(energy, ConditionalEnergy) and energy.base is not None:
+        return energy.base, energy.without_base()
+    if isinstance(energy, Scaled) and energy.part is not None:
+        return energy._base[0], Scaled(energy.part, energy.weight)
+    if isinstance(energy, Mixture) and energy.parts is not None:
+        return energy.base, Mixture(list(energy.parts), energy.log_weights)
+    if isinstance(energy, Product) and len(energy.bases) == 1:
+        return energy.bases[0], _Likelihoods([energy._part(i) for i in range(len(energy.terms))],
+                                             energy.coefficients)
+    return None, energy
+
+
 class Negation(Energy):
     """``alpha * ~b``: subtracts ``alpha * E_b`` inside a product. Not samplable on its own."""
 
@@ -129,13 +157,19 @@ class Scaled(Energy):
         self.energy = energy
         self.weight = _number(weight)
         self.noise_conditional = energy.noise_conditional
+        base, part = split_base(energy)
+        self._base = [base]  # a list: the base is already a child of ``energy``
+        self.part = part if base is not None else None
 
     @property
     def domain(self):
         return self.energy.domain
 
     def forward(self, x: Tensor, sigma: Any = None) -> Tensor:
-        return self.weight * call_energy(self.energy, x, sigma)
+        base = self._base[0]
+        if base is None:
+            return self.weight * call_energy(self.energy, x, sigma)
+        return call_energy(base, x, sigma) + self.weight * call_energy(self.part, x, sigma)
 
     def validate(self) -> None:
         self.energy.validate()
@@ -177,7 +211,9 @@ class Product(Energy):
     """Product of experts: ``E(x) = sum_i c_i * E_i(x)``; ``c_i < 0`` are negations.
 
     Terms that are ``ConditionalEnergy`` values of one shared network are evaluated in a
-    single call of that network on the stacked batch ``(k * B, ...)``.
+    single call of that network on the stacked batch ``(k * B, ...)`` (or one ``energies_all``
+    call on ``B`` rows). Terms in Bayes form contribute their likelihood part times ``c_i``, and
+    each distinct shared base is added once (``split_base``).
 
     Args:
         terms: the experts (already flat: no ``Product``/``Scaled``/``Negation`` inside).
@@ -195,15 +231,32 @@ class Product(Energy):
         self._plan()
 
     def _plan(self) -> None:
-        """Group conditional terms by shared network; everything else is evaluated alone."""
+        """Split shared bases off; group conditional parts by shared network; the rest is evaluated alone."""
+        bases: dict[int, Energy] = {}
+        parts: list[Energy] = []
+        for t in self.terms:
+            base, part = split_base(t)
+            if base is not None:
+                bases.setdefault(id(base), base)
+            parts.append(part)
+        self.parts = nn.ModuleList(parts) if bases else None  # new likelihood parts follow .to()
+        self._bases = list(bases.values())  # already children of the terms
         groups: dict[int, list[int]] = {}
-        for i, t in enumerate(self.terms):
-            if isinstance(t, ConditionalEnergy):
+        for i, t in enumerate(parts):
+            if isinstance(t, ConditionalEnergy) and t.base is None:
                 groups.setdefault(id(t.network), []).append(i)
         batched = [idx for idx in groups.values() if len(idx) > 1]
         grouped = {i for idx in batched for i in idx}
-        self._singles = [i for i in range(len(self.terms)) if i not in grouped]
+        self._singles = [i for i in range(len(parts)) if i not in grouped]
         self._batched = batched
+
+    @property
+    def bases(self) -> list[Energy]:
+        """The shared bases this product adds once (empty without Bayes-form terms)."""
+        return list(self._bases)
+
+    def _part(self, i: int) -> Energy:
+        return self.terms[i] if self.parts is None else self.parts[i]
 
     @property
     def domain(self):
@@ -211,8 +264,11 @@ class Product(Energy):
 
     def forward(self, x: Tensor, sigma: Any = None) -> Tensor:
         total: Tensor | None = None
+        for base in self._bases:
+            e = call_energy(base, x, sigma)
+            total = e if total is None else total + e
         for i in self._singles:
-            e = call_energy(self.terms[i], x, sigma)
+            e = call_energy(self._part(i), x, sigma)
             c = self.coefficients[i]
             e = e if c == 1.0 else c * e
             total = e if total is None else total + e
@@ -224,18 +280,23 @@ class Product(Energy):
         return total
 
     def _batched_energy(self, idx: list[int], x: Tensor, sigma: Any) -> Tensor:
-        first: ConditionalEnergy = self.terms[idx[0]]
+        first: ConditionalEnergy = self._part(idx[0])
+        net, nc = first.network, first.network_noise_conditional
         k, b = len(idx), x.shape[0]
-        xs = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
-        conds = torch.stack([self.terms[i].condition for i in idx])  # (k, *cond_shape)
-        conds = conds.repeat_interleave(b, dim=0)  # (k * B, *cond_shape)
-        if first.noise_conditional:
-            if isinstance(sigma, Tensor) and sigma.dim() > 0:
-                sigma = sigma.repeat(k)
-            energies = first.network(xs, conds, sigma=sigma)
+        conds = torch.stack([self._part(i).condition for i in idx])  # (k, *cond_shape)
+        if callable(getattr(net, "energies_all", None)) and conds.dim() == 1 and not conds.is_floating_point():
+            table = net.energies_all(x, sigma) if nc else net.energies_all(x)  # (B, K): one call on B rows
+            energies = table[:, conds.long()].t()
         else:
-            energies = first.network(xs, conds)
-        energies = energies.view(k, b)
+            xs = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
+            conds = conds.repeat_interleave(b, dim=0)  # (k * B, *cond_shape)
+            if nc:
+                if isinstance(sigma, Tensor) and sigma.dim() > 0:
+                    sigma = sigma.repeat(k)
+                energies = net(xs, conds, sigma=sigma)
+            else:
+                energies = net(xs, conds)
+            energies = energies.view(k, b)
         coefs = [self.coefficients[i] for i in idx]
         if all(c == 1.0 for c in coefs):
             return energies.sum(0)
@@ -243,7 +304,7 @@ class Product(Energy):
         return (weights[:, None] * energies).sum(0)
 
     def validate(self) -> None:
-        if not any(c > 0 for c in self.coefficients):
+        if not self._bases and not any(c > 0 for c in self.coefficients):
             raise CompositionError(
                 f"the product `{self.formula()}` has no positive expert: its energy is unbounded "
                 "below; add at least one expert that is not negated"
@@ -265,6 +326,14 @@ class Product(Energy):
 
     def children_energies(self) -> list[Energy]:
         return list(self.terms)
+
+
+class _Likelihoods(Product):
+    """The likelihood parts of a Bayes-form product (its base split off): valid without a positive term."""
+
+    def validate(self) -> None:
+        for t in self.terms:
+            t.validate()
 
 
 def product(*energies: Energy) -> Product:
@@ -299,6 +368,11 @@ class Mixture(Energy):
             raise CompositionError(f"need one finite log-weight per component, got {log_weights}")
         self.log_weights = lw
         self.noise_conditional = any(c.noise_conditional for c in components)
+        split = [split_base(c) for c in components]
+        base = split[0][0]
+        shared = base is not None and all(b is base for b, _ in split)
+        self._base = [base if shared else None]  # already a child of the components
+        self.parts = nn.ModuleList(p for _, p in split) if shared else None
 
     @property
     def domain(self):
@@ -309,11 +383,16 @@ class Mixture(Energy):
         high = torch.stack(torch.broadcast_tensors(*[b[1] for b in boxes])).amax(0)
         return low, high
 
+    @property
+    def base(self) -> Energy | None:
+        """The base all components share (evaluated once), or ``None``."""
+        return self._base[0]
+
     def forward(self, x: Tensor, sigma: Any = None) -> Tensor:
-        neg = torch.stack(
-            [lw - call_energy(c, x, sigma) for c, lw in zip(self.components, self.log_weights)]
-        )
-        return -torch.logsumexp(neg, dim=0)
+        comps = self.components if self.parts is None else self.parts
+        neg = torch.stack([lw - call_energy(c, x, sigma) for c, lw in zip(comps, self.log_weights)])
+        e = -torch.logsumexp(neg, dim=0)
+        return e if self._base[0] is None else e + call_energy(self._base[0], x, sigma)
 
     def validate(self) -> None:
         for c in self.components:
@@ -402,6 +481,15 @@ class Scoped(Energy):
 def describe(energy: Energy, indent: str = "") -> str:
     """A multi-line tree of ``energy`` with weights, as printed by ``composer show``."""
     lines = [f"{indent}{_node_title(energy)}"]
+    shared: list[Energy] = []
+    if isinstance(energy, Product):
+        shared = energy.bases
+    elif isinstance(energy, Mixture) and energy.base is not None:
+        shared = [energy.base]
+    elif isinstance(energy, Scaled) and energy.part is not None:
+        shared = [energy._base[0]]
+    for b in shared:
+        lines.append(f"{indent}  - [shared base, counted once] {b.formula()}")
     if isinstance(energy, Product):
         for t, c in zip(energy.terms, energy.coefficients):
             tag = f"weight {_fmt(c)}" if c > 0 else f"NOT, alpha {_fmt(-c)}"
@@ -430,4 +518,6 @@ def _node_title(energy: Energy) -> str:
     if isinstance(energy, Scoped):
         name = getattr(energy.view, "__name__", None) or repr(energy.view)
         return f"scope {name}"
+    if isinstance(energy, ConditionalEnergy) and energy.base is not None:
+        return f"{energy.formula()}  [event shape {shape}; {energy.base.formula()} + likelihood]"
     return f"{energy.formula()}  [event shape {shape}]"

@@ -186,12 +186,23 @@ class ConditionalEnergy(Energy):
 
     ``network(x: (B, *event_shape), cond: (B, *cond_shape)[, sigma]) -> (B,)``. Products of
     several ``ConditionalEnergy`` sharing one ``network`` are evaluated in one batched call
-    (see ``composer.algebra.Product``).
+    (see ``composer.algebra.Product``); a network that also has ``energies_all(x[, sigma]) -> (B, K)``
+    (integer conditions) serves them all from one call on ``B`` rows.
+
+    **Bayes form.** With a ``base`` energy, the value is ``E(x | c) = E_base(x) + network(x, c)``: the
+    base models ``p(x)`` and the network the likelihood part ``-log p(c | x)`` (e.g. a classifier of
+    the family's values). Compositions count a shared base once: values ``c_i`` of families sharing
+    one base compose as ``p(x) prod_i p(c_i | x)^{w_i}``, so ``a & b`` is the exact conditional
+    ``p(x | a, b)`` when the concepts are independent given ``x`` (as any attributes of ``x`` are),
+    weights act on the likelihood parts (guidance strength) and ``a & ~b`` divides by ``p(b | x)``.
 
     Args:
         network: the shared conditional network.
         condition: the condition of this value, e.g. ``torch.tensor(2)`` (an index) or an
             embedding vector; stored as a buffer so it follows ``.to(device)``.
+        event_shape, domain, label: as in ``Energy``.
+        noise_conditional: the network takes ``sigma``.
+        base: the shared base energy (Bayes form), or ``None``.
     """
 
     def __init__(
@@ -202,17 +213,34 @@ class ConditionalEnergy(Energy):
         domain: DomainLike = None,
         label: str | None = None,
         noise_conditional: bool = False,
+        base: Energy | None = None,
     ):
         super().__init__(event_shape, domain, label)
+        if base is not None and not isinstance(base, Energy):
+            raise CompositionError(f"{self.label}: base must be an Energy, got {type(base).__name__}")
         self.network = network
-        self.noise_conditional = noise_conditional
+        self.network_noise_conditional = noise_conditional
+        self.base = base
+        self.noise_conditional = noise_conditional or bool(base is not None and base.noise_conditional)
         self.register_buffer("condition", torch.as_tensor(condition), persistent=False)
 
-    def forward(self, x: Tensor, sigma: Any = None) -> Tensor:
+    def likelihood(self, x: Tensor, sigma: Any = None) -> Tensor:
+        """The network's part ``network(x, c)``: ``(B,)`` (all of the energy when there is no base)."""
         cond = self.condition.expand(x.shape[0], *self.condition.shape)
-        if self.noise_conditional:
+        if self.network_noise_conditional:
             return self.network(x, cond, sigma=sigma)
         return self.network(x, cond)
+
+    def forward(self, x: Tensor, sigma: Any = None) -> Tensor:
+        e = self.likelihood(x, sigma)
+        return e if self.base is None else e + call_energy(self.base, x, sigma)
+
+    def without_base(self) -> ConditionalEnergy:
+        """A new value on the same network and condition, without the base (same label and name)."""
+        part = ConditionalEnergy(self.network, self.condition, self.event_shape, self.domain, self.label,
+                                 self.network_noise_conditional)
+        part.display_name = self.display_name
+        return part
 
 
 def device_of(module: nn.Module) -> torch.device | None:

@@ -216,7 +216,7 @@ def test_recipe_defaults_and_errors(tmp_path):
         config_from_dict({"data": {"dataset": "x"}, "cd": {"step_szie": 1}})
     with pytest.raises(ConfigError, match="exactly one of 'dataset'"):
         config_from_dict({"data": {}})
-    with pytest.raises(ConfigError, match="objective must be 'cd' or 'dsm'"):
+    with pytest.raises(ConfigError, match="objective must be one of cd, dsm, discriminative, got 'nce'"):
         config_from_dict({"objective": "nce", "data": {"dataset": "x"}})
     (tmp_path / "bad.toml").write_text("steps = [")
     with pytest.raises(ConfigError, match="invalid TOML"):

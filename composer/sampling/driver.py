@@ -113,6 +113,7 @@ def sample(
     clamp: bool | None = None,
     mask: Tensor | None = None,
     sigmas: Sequence[float] | None = None,
+    predictor: str | None = None,
     tol: float | None = None,
     patience: int = 10,
     warmup: int | None = None,
@@ -158,6 +159,10 @@ def sample(
             the values of the ``init`` tensor bit for bit (inpainting, conditioning).
         sigmas: noise ladder (largest first) for noise-conditional energies (annealed Langevin):
             the expert receives ``sigma=``; the warm-up runs at ``sigmas[0]``.
+        predictor: with ``sigmas``, how chains move from one level to the next before its Langevin
+            steps (predictor-corrector, Song et al. 2021): ``None`` (plain annealed Langevin, NCSN) or
+            ``"ddim"`` (the deterministic probability-flow step, ``composer.sampling.runner.predict``); it
+            reuses the last gradient of the level, so it costs no extra evaluation.
         tol, patience: a chain stops once ``|E_t - E_{t-1}| <= tol`` for ``patience`` consecutive
             steps (checked every ``check_every`` steps; stopped chains leave the batch).
         warmup: extra leading steps not counted in ``steps``; Metropolis kernels adapt their step
@@ -202,12 +207,16 @@ def sample(
     opts = resolve_options(energy, recipe, {
         "steps": steps, "sampler": sampler, "init": init, "step_size": step_size, "noise": noise,
         "temperature": temperature, "clip_grad": clip_grad, "clip_grad_norm": clip_grad_norm, "clamp": clamp,
-        "sigmas": sigmas, "warmup": warmup, "kernel_options": kernel_options,
+        "sigmas": sigmas, "predictor": predictor, "warmup": warmup, "kernel_options": kernel_options,
     })
     steps, sampler, init, step_size = opts["steps"], opts["sampler"], opts["init"], opts["step_size"]
     noise, temperature, clamp, sigmas = opts["noise"], opts["temperature"], opts["clamp"], opts["sigmas"]
     clip_grad, clip_grad_norm = opts["clip_grad"], opts["clip_grad_norm"]
-    warmup, kernel_options = opts["warmup"], opts["kernel_options"]
+    warmup, kernel_options, predictor = opts["warmup"], opts["kernel_options"], opts["predictor"]
+    if predictor not in (None, "ddim"):
+        raise CompositionError(f"predictor must be 'ddim' or None, got {predictor!r}")
+    if predictor is not None and not sigmas:
+        raise CompositionError(f"predictor='{predictor}' moves chains between noise levels: give sigmas= too")
     kernel, name = resolve_kernel(sampler, registry)
     steps, warmup, check_every = int(steps), int(warmup), int(check_every)
     if steps < 0 or warmup < 0 or check_every < 1:
@@ -272,6 +281,7 @@ def sample(
     plan = build_plan(
         energy, steps, warmup, step_size, temperature, sigmas, check_every, tol, patience, compile, dev, dt
     )
+    plan.predictor = predictor
     if getattr(kernel, "final_evaluation_optional", False) and not compile:  # the last gradient is never used
         plan.last_evaluation = "energy" if energies else "none"  # (compiled: one graph serves every step)
     adapter = None

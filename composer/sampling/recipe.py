@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "clip_grad_norm": None,
     "clamp": True,
     "sigmas": None,
+    "predictor": None,
     "warmup": 0,
     "kernel_options": None,
 }

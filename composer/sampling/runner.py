@@ -42,6 +42,7 @@ class Plan:
         last_evaluation: what the last step evaluates at its end point (``"full"``, ``"energy"`` or
             ``"none"``, see ``Langevin.step``); only kernels with ``final_evaluation_optional`` get
             anything but ``"full"``.
+        predictor: the move between noise levels (``predict``), or ``None``.
     """
 
     total: int
@@ -53,6 +54,20 @@ class Plan:
     tol: float | None
     patience: int
     last_evaluation: str = "full"
+    predictor: str | None = None
+
+
+def predict(kind: str, x: Tensor, grad: Tensor, sigma_a: float, sigma_b: float) -> Tensor:
+    """Move chains at noise level ``sigma_a`` to ``sigma_b < sigma_a`` along the learned score ``-grad``.
+
+    ``"ddim"``: the deterministic probability-flow step of a variance-exploding diffusion (Song et al. 2021;
+    DDIM with eta = 0) through the denoised estimate ``x - sigma_a^2 grad`` (Tweedie):
+    ``x - sigma_a (sigma_a - sigma_b) grad``. It keeps the chains' noise matched to the level (exactly, for
+    Gaussian data), so the Langevin steps at each level only correct (predictor-corrector).
+    """
+    if kind != "ddim":  # pragma: no cover - checked by the driver
+        raise ValueError(f"unknown predictor {kind!r}")
+    return x - (sigma_a * (sigma_a - sigma_b)) * grad
 
 
 class Runner:
@@ -111,6 +126,11 @@ class Runner:
 
     # -- one step ---------------------------------------------------------------------------------
     def _set_sigma(self, sigma: float) -> None:
+        grad = getattr(self.state, "grad", None)
+        if self.plan.predictor is not None and self.sigma is not None and hasattr(self.state, "_replace") \
+                and grad is not None:
+            x = predict(self.plan.predictor, self.state.x, grad, self.sigma, sigma)
+            self.state = self.state._replace(x=self.target.constrain(x, self.state.x))
         self.sigma = sigma
         value: Any = sigma
         if self.sigma_as_tensor:

@@ -285,7 +285,8 @@ def expert_from_checkpoint(path: str | Path, value: str | None = None, device: t
 
 
 def _noise_conditional(net: nn.Module, meta: dict[str, Any]) -> bool:
-    return bool(getattr(net, "noise_conditional", meta["network"].get("noise_conditional", meta["objective"] == "dsm")))
+    default = meta["objective"] in ("dsm", "discriminative")
+    return bool(getattr(net, "noise_conditional", meta["network"].get("noise_conditional", default)))
 
 
 def expert_from_network(net: nn.Module, meta: dict[str, Any]) -> Energy:

@@ -3,7 +3,8 @@
 A recipe names the data, the network, the objective and its settings::
 
     name = "eight"                 # the expert's label
-    objective = "cd"               # "cd" (contrastive divergence) or "dsm" (denoising score matching)
+    objective = "cd"               # "cd" (contrastive divergence), "dsm" (denoising score matching) or
+                                   # "discriminative" (cross-entropy of a family's values on noised data)
     steps = 600
     batch_size = 128
     output = "runs/eight"          # relative paths are relative to the TOML file
@@ -43,6 +44,9 @@ else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     except ModuleNotFoundError:
         tomllib = None
+
+
+OBJECTIVES = ("cd", "dsm", "discriminative")
 
 
 class ConfigError(ComposerError):
@@ -104,7 +108,8 @@ class CDConfig:
 
 @dataclass
 class DSMConfig:
-    """Denoising score matching over a geometric noise ladder (Song & Ermon 2019, NCSN)."""
+    """Denoising score matching over a geometric noise ladder (Song & Ermon 2019, NCSN). The ladder also
+    gives the noise of ``objective = "discriminative"``."""
 
     sigma_max: float = 1.0
     """Largest noise level (NCSN: 1.0 for images in [0, 1])."""
@@ -116,6 +121,12 @@ class DSMConfig:
     """Annealed-Langevin steps per level when sampling (NCSN: T = 100)."""
     sample_step_size: float = 2e-5
     """Step at the smallest level; level i uses ``step * sigma_i^2 / sigma_min^2`` (NCSN: 2e-5)."""
+    weighting: str = "sigma2"
+    """Loss weight per noise level: ``"sigma2"`` (NCSN: ``sigma^2``, i.e. unit-scale targets), or ``"edm"``
+    (Karras et al. 2022: that times ``1 + sigma^2 / sigma_data^2``, so that high noise levels, where
+    the global layout of an image is decided, weigh as much as low ones)."""
+    sigma_data: float = 0.5
+    """The data's scale in the ``"edm"`` weighting (EDM: 0.5 for images in [-1, 1]; ~0.2-0.5 in [0, 1])."""
 
 
 @dataclass
@@ -151,7 +162,8 @@ class GuardConfig:
     """Stability guard: what counts as divergence and what to do about it."""
 
     max_energy: float = 1e4
-    """Bound on ``|mean E(x+)|`` and ``|mean E(x-)|``."""
+    """Bound on ``|mean E(x+)|`` and ``|mean E(x-)|`` (contrastive divergence only: the energies of the
+    other objectives have no fixed scale)."""
     max_loss: float = 1e4
     """Bound on ``|loss|``."""
     action: str = "abort"
@@ -180,7 +192,7 @@ class TrainConfig:
     name: str = "expert"
     """Label of the trained expert."""
     objective: str = "cd"
-    """``"cd"`` or ``"dsm"``."""
+    """``"cd"``, ``"dsm"`` or ``"discriminative"`` (a concept family's likelihood part ``-log p(c | x~)``)."""
     steps: int = 1000
     """Optimisation steps."""
     batch_size: int = 128
@@ -212,7 +224,8 @@ class TrainConfig:
         Args:
             require_source: the ``[data]`` table must name its source (not when arrays are given to ``train``).
         """
-        _check(self.objective in ("cd", "dsm"), f"objective must be 'cd' or 'dsm', got {self.objective!r}")
+        _check(self.objective in OBJECTIVES,
+               f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.optim.lr is None:
             self.optim.lr = 1e-4 if self.objective == "cd" else 1e-3
         if self.optim.betas is None:
@@ -230,6 +243,8 @@ class TrainConfig:
                "[cd] buffer_size must be >= 1 and reinit_prob in [0, 1]")
         _check(0 < self.dsm.sigma_min < self.dsm.sigma_max and self.dsm.num_sigmas >= 2,
                "[dsm] needs 0 < sigma_min < sigma_max and num_sigmas >= 2")
+        _check(self.dsm.weighting in ("sigma2", "edm") and self.dsm.sigma_data > 0,
+               f"[dsm] weighting must be 'sigma2' or 'edm' and sigma_data > 0, got {self.dsm.weighting!r}")
         _check(self.optim.lr > 0 and len(self.optim.betas) == 2, "[optim] needs lr > 0 and two betas")
         _check(0 <= self.optim.ema < 1, f"[optim] ema must be in [0, 1), got {self.optim.ema}")
         _check(self.checkpoint.every >= 1 and self.checkpoint.keep >= 1, "[checkpoint] every and keep must be >= 1")

@@ -6,7 +6,14 @@
 - ``dsm`` (Vincent 2011; Song & Ermon 2019): for a noise-conditional energy ``E(x, sigma)``
   and ``x~ = x + sigma * z``, the loss ``0.5 * mean || sigma * grad_x E(x~, sigma) - z ||^2``
   (the score ``-grad_x E`` matched to ``-z / sigma``, weighted by ``sigma^2``), with sigma
-  drawn from a geometric ladder; gradients through ``grad_x E`` use ``create_graph=True``.
+  drawn from a geometric ladder; gradients through ``grad_x E`` use ``create_graph=True``. With
+  ``weighting = "edm"`` each sample's loss is multiplied by ``1 + sigma^2 / sigma_data^2`` (Karras et al.
+  2022), which gives the high noise levels (global layout) the weight of the low ones.
+- ``discriminative`` (the ``p(y | x)`` term of JEM, Grathwohl et al. 2019, on noised inputs): for a concept
+  family, ``p_sigma(c | x~) = softmax_c(-E(x~, c, sigma))`` and the loss is the cross-entropy
+  ``mean [E(x~, y, sigma) + log sum_c exp(-E(x~, c, sigma))]`` with ``x~ = x + sigma * z`` and sigma drawn
+  from the ``[dsm]`` ladder. It trains the likelihood part of a Bayes-form concept expert,
+  ``E(x | c) = E_prior(x) + E(x, c)`` (see ``composer.ConditionalEnergy``'s ``base``).
 
 Each objective computes its loss with ONE call of the (possibly DDP-wrapped) network on the
 whole batch, and keeps its state (buffer, generator) as tensors for checkpoints.
@@ -33,9 +40,9 @@ def cd_loss(e_pos: Tensor, e_neg: Tensor, l2: float) -> Tensor:
     return loss
 
 
-def dsm_loss(energy_fn: Any, x: Tensor, sigma: Tensor, z: Tensor, cond: Tensor | None = None
-             ) -> tuple[Tensor, Tensor, Tensor]:
-    """Denoising score matching loss with ``sigma^2`` weighting.
+def dsm_loss(energy_fn: Any, x: Tensor, sigma: Tensor, z: Tensor, cond: Tensor | None = None,
+             weight: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Denoising score matching loss with ``sigma^2`` weighting (times ``weight`` per sample if given).
 
     Args:
         energy_fn: ``energy_fn(x, cond, sigma=...) -> (B,)`` (a noise-conditional network).
@@ -43,6 +50,7 @@ def dsm_loss(energy_fn: Any, x: Tensor, sigma: Tensor, z: Tensor, cond: Tensor |
         sigma: ``(B,)`` noise levels.
         z: ``(B, *event_shape)`` standard normal noise.
         cond: ``(B,)`` value indices, or ``None``.
+        weight: ``(B,)`` extra per-sample weights (e.g. EDM's ``1 + sigma^2 / sigma_data^2``), or ``None``.
 
     Returns:
         ``(loss, energies, grad_norm)``: the scalar loss (differentiable in the parameters), the
@@ -52,10 +60,22 @@ def dsm_loss(energy_fn: Any, x: Tensor, sigma: Tensor, z: Tensor, cond: Tensor |
     x_noisy = (x + s * z).requires_grad_(True)
     energies = energy_fn(x_noisy, cond, sigma=sigma)
     (grad,) = torch.autograd.grad(energies.sum(), x_noisy, create_graph=True)
-    loss = 0.5 * (s * grad - z).square().flatten(1).sum(1).mean()
+    per_sample = 0.5 * (s * grad - z).square().flatten(1).sum(1)
+    loss = (per_sample if weight is None else weight * per_sample).mean()
     # the score ignores the output bias: keep every parameter in the graph, as DDP requires
     loss = loss + 0.0 * energies.sum()
     return loss, energies, grad.detach().flatten(1).norm(dim=1).mean()
+
+
+def discriminative_loss(energies: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Cross-entropy of ``p(c | x) = softmax(-energies)`` for ``energies: (B, K)``, ``y: (B,)``.
+
+    Returns:
+        ``(loss, accuracy)``: the scalar mean cross-entropy and the detached share of rows whose
+        lowest-energy value is ``y``.
+    """
+    loss = nn.functional.cross_entropy(-energies, y.long())
+    return loss, (energies.detach().argmin(dim=1) == y).float().mean()
 
 
 def sigma_ladder(sigma_max: float, sigma_min: float, num: int) -> Tensor:
@@ -208,6 +228,58 @@ class CDObjective:
         return self._run(network, n, cond, "uniform", g)[0]
 
 
+class DiscriminativeObjective:
+    """Cross-entropy over a concept family's values on images noised from the ``[dsm]`` ladder.
+
+    The energies of all ``K`` values come from ``network.energies_all(x, sigma) -> (B, K)`` when the
+    network has it and is not wrapped (one call on ``B`` rows), else from one call of the model on the
+    ``K * B`` rows ``(x, c)`` for every value ``c`` (what a DDP-wrapped network needs). Noise is a pure
+    function of the step, as in ``DSMObjective``.
+
+    Args:
+        cfg: the ``[dsm]`` table (its ladder).
+        num_values: ``K``, the family's values.
+        device, seed, batch_size, lo: as in ``DSMObjective``.
+    """
+
+    def __init__(self, cfg: DSMConfig, num_values: int, device: torch.device, seed: int, batch_size: int, lo: int):
+        self.sigmas = sigma_ladder(cfg.sigma_max, cfg.sigma_min, cfg.num_sigmas).to(device)
+        self.num_values, self.seed, self.batch_size, self.lo = int(num_values), seed, batch_size, lo
+
+    def energies(self, model: nn.Module, network: nn.Module, x: Tensor, sigma: Tensor) -> Tensor:
+        """``(B, K)`` energies of every value for ``x: (B, *event_shape)`` at noise ``sigma: (B,)``."""
+        if model is network and callable(getattr(network, "energies_all", None)):
+            return network.energies_all(x, sigma)
+        b, k = x.shape[0], self.num_values
+        cond = torch.arange(k, device=x.device).repeat_interleave(b)
+        e = model(x.repeat(k, *([1] * (x.dim() - 1))), cond, sigma=sigma.repeat(k))
+        return e.view(k, b).t()
+
+    def loss(self, model: nn.Module, network: nn.Module, x: Tensor, cond: Tensor | None, step: int
+             ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The cross-entropy of this rank's rows ``x: (b, *event_shape)`` with values ``cond: (b,)``."""
+        b = x.shape[0]
+        g = step_generator(self.seed, step, 2, x.device)
+        idx = torch.randint(len(self.sigmas), (self.batch_size,), generator=g, device=x.device)
+        z = torch.randn(self.batch_size, *x.shape[1:], generator=g, device=x.device, dtype=x.dtype)
+        sigma = self.sigmas[idx[self.lo:self.lo + b]].to(x.dtype)
+        x_noisy = x + sigma.view(-1, *([1] * (x.dim() - 1))) * z[self.lo:self.lo + b]
+        energies = self.energies(model, network, x_noisy, sigma)
+        loss, accuracy = discriminative_loss(energies, cond)
+        return loss, {"loss": loss.detach(), "e_pos": energies.detach().gather(1, cond.view(-1, 1)).mean(),
+                      "accuracy": accuracy}
+
+    def state(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state(self, tensors: dict[str, Tensor]) -> None:
+        pass
+
+    def sample(self, network: nn.Module, n: int, cond: Tensor | None) -> None:
+        """No samples: the likelihood part of an expert does not model the images (its prior does)."""
+        return None
+
+
 class DSMObjective:
     """Denoising score matching over a geometric ladder; per-step noise is a pure function of the step.
 
@@ -239,7 +311,8 @@ class DSMObjective:
         idx = torch.randint(len(self.sigmas), (self.batch_size,), generator=g, device=x.device)
         z = torch.randn(self.batch_size, *x.shape[1:], generator=g, device=x.device, dtype=x.dtype)
         sigma = self.sigmas[idx[self.lo:self.lo + b]].to(x.dtype)
-        loss, energies, grad_norm = dsm_loss(model, x, sigma, z[self.lo:self.lo + b], cond)
+        weight = 1.0 + (sigma / self.cfg.sigma_data).square() if self.cfg.weighting == "edm" else None
+        loss, energies, grad_norm = dsm_loss(model, x, sigma, z[self.lo:self.lo + b], cond, weight)
         return loss, {"loss": loss.detach(), "e_pos": energies.detach().mean(), "grad_norm": grad_norm}
 
     def state(self) -> dict[str, Tensor]:

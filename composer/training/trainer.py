@@ -33,7 +33,7 @@ from composer.training import distributed as distr
 from composer.training.config import ConfigError, TrainConfig, config_from_dict, load_config
 from composer.training.data import Batches, TrainingData, prepare_data
 from composer.training.guards import DivergenceGuard
-from composer.training.objectives import CDObjective, DSMObjective
+from composer.training.objectives import CDObjective, DiscriminativeObjective, DSMObjective
 
 
 class EMA:
@@ -102,7 +102,8 @@ class Trainer:
         self.data = (data if data is not None else prepare_data(cfg.data, registry)).to(self.device)
         values = self.data.values
         net_cfg = {**cfg.network, "event_shape": list(self.data.event_shape),
-                   "num_classes": len(values) if values else 0, "noise_conditional": cfg.objective == "dsm"}
+                   "num_classes": len(values) if values else 0,
+                   "noise_conditional": cfg.objective in ("dsm", "discriminative")}
         state = torch.get_rng_state()
         torch.manual_seed(cfg.seed)  # same initial weights on every rank and every run
         try:
@@ -122,6 +123,13 @@ class Trainer:
             self.objective: Any = CDObjective(cfg.cd, self.net, self.data.event_shape, domain, self.device,
                                               cfg.seed + rank, capacity, self.data.y)
             self.sigmas = None
+        elif cfg.objective == "discriminative":
+            if not values:
+                raise ConfigError("objective = \"discriminative\" trains a concept family: set [data] labels "
+                                  "(an array of value indices) and values")
+            self.objective = DiscriminativeObjective(cfg.dsm, len(values), self.device, cfg.seed, cfg.batch_size,
+                                                     self.batches.lo)
+            self.sigmas = [float(s) for s in self.objective.sigmas]
         else:
             self.objective = DSMObjective(cfg.dsm, self.data.event_shape, domain, self.device, cfg.seed,
                                           cfg.batch_size, self.batches.lo)
@@ -144,7 +152,11 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.net)
-        self.guard.observe(step + 1, stats["e_pos"], stats.get("e_neg", stats["e_pos"]), stats["loss"])
+        if self.cfg.objective == "cd":
+            self.guard.observe(step + 1, stats["e_pos"], stats["e_neg"], stats["loss"])
+        else:  # DSM and discriminative energies have no fixed scale (only their gradients or differences count)
+            zero = stats["loss"].new_zeros(())
+            self.guard.observe(step + 1, zero, zero, stats["loss"])
         return stats
 
     # -- the loop ------------------------------------------------------------------------------
@@ -312,14 +324,18 @@ class Trainer:
 
     # -- outputs ---------------------------------------------------------------------------------
     def write_negatives(self, path: Path) -> None:
-        """A PNG of current negatives (CD) or annealed samples (DSM); 2-D points or an image grid."""
+        """A PNG of current negatives (CD) or annealed samples (DSM); 2-D points or an image grid (none for
+        ``discriminative``)."""
         from composer.figures import save_samples_png
 
         n = min(512, max(64, self.cfg.batch_size))
         cond = None
         if self.data.values:
             cond = torch.arange(n, device=self.device) % len(self.data.values)
-        x = self.objective.sample(self.net, n, cond).detach().cpu()
+        x = self.objective.sample(self.net, n, cond)
+        if x is None:  # the objective draws no samples (discriminative)
+            return
+        x = x.detach().cpu()
         shape = tuple(x.shape[1:])
         title = f"{self.cfg.name}: step {self.step}"
         if len(shape) == 3 and shape[0] in (1, 3):
