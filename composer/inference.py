@@ -1,8 +1,8 @@
 """Energy-based inference: the value of a concept family that best explains each input.
 
 ``infer_concept`` evaluates every value's energy on the inputs and returns the argmin
-(energy-based classification). Values of one shared network are evaluated in one batched
-call, as inside a product.
+(energy-based classification). Values in Bayes form over one shared base evaluate the base
+once per input (it is the same for every value and cannot change the argmin).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from composer.algebra import split_base
 from composer.energy import call_energy
 from composer.errors import ComposerError
 from composer.registry import Registry
@@ -40,10 +41,21 @@ def concept_energies(
         raise ComposerError(
             f"inputs of shape {tuple(x.shape[1:])} do not match the event shape {tuple(shape)} of {family}"
         )
+    base, parts = _shared_base(experts)
     out = []
     for chunk in x.split(batch_size):
-        out.append(torch.stack([call_energy(e, chunk, sigma) for e in experts], dim=1))
+        e = torch.stack([call_energy(p, chunk, sigma) for p in parts], dim=1)
+        out.append(e if base is None else e + call_energy(base, chunk, sigma)[:, None])
     return list(info.values), torch.cat(out)
+
+
+def _shared_base(experts: list) -> tuple[Any, list]:
+    """``(base, likelihood parts)`` when every value splits off the same base, else ``(None, experts)``."""
+    split = [split_base(e) for e in experts]
+    base = split[0][0]
+    if base is None or any(b is not base for b, _ in split):
+        return None, experts
+    return base, [p for _, p in split]
 
 
 def infer_concept(registry: Registry, family: str, x: Tensor, sigma: Any = None) -> tuple[list[str], Tensor]:

@@ -155,3 +155,17 @@ def test_base_must_be_an_energy():
 
 def test_exported_at_top_level():
     assert composer.ConditionalEnergy is ConditionalEnergy
+
+
+def test_concept_inference_evaluates_the_shared_base_once(world):
+    from composer.inference import concept_energies, infer_concept
+    from composer.registry import Registry
+
+    prior, prior_fn, _, v, x, e0, lik = world
+    reg = Registry()
+    reg.add_concept("t.letter", ["a", "b", "c"], lambda value: v[value], plugin="t")
+    prior_fn.calls = 0
+    values, energies = concept_energies(reg, "t.letter", x)
+    assert values == ["a", "b", "c"] and prior_fn.calls == 1
+    torch.testing.assert_close(energies, e0[:, None] + lik, rtol=0, atol=1e-12)
+    assert infer_concept(reg, "t.letter", x)[1].tolist() == lik.argmin(1).tolist()
