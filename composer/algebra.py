@@ -15,7 +15,7 @@ their base: a product, mixture or weight evaluates a shared base once and applie
 and mixing to the likelihood parts only (``split_base``)::
 
     red & triangle   E = E_prior + E_red|x + E_triangle|x      (not 2 * E_prior + ...)
-    red & ~triangle  E = E_prior + E_red|x - E_triangle|x
+    red & ~triangle  E = E_prior + E_red|x - log(1 - p(triangle | x))     (the event "not triangle")
     red | blue       E = E_prior - logsumexp(-E_red|x, -E_blue|x)
     2 * red          E = E_prior + 2 * E_red|x
 """
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from composer.energy import ConditionalEnergy, Energy, call_energy, device_of
+from composer.energy import ConditionalEnergy, Energy, call_energy, complement, device_of
 from composer.errors import CompositionError
 
 
@@ -212,8 +212,9 @@ class Product(Energy):
 
     Terms that are ``ConditionalEnergy`` values of one shared network are evaluated in a
     single call of that network on the stacked batch ``(k * B, ...)`` (or one ``energies_all``
-    call on ``B`` rows). Terms in Bayes form contribute their likelihood part times ``c_i``, and
-    each distinct shared base is added once (``split_base``).
+    call on ``B`` rows). Terms in Bayes form contribute their likelihood part times ``c_i`` (a negated
+    posterior: its complement ``-g log(1 - p)`` times ``|c_i|``), and each distinct shared base is added
+    once (``split_base``).
 
     Args:
         terms: the experts (already flat: no ``Product``/``Scaled``/``Negation`` inside).
@@ -241,6 +242,9 @@ class Product(Energy):
             parts.append(part)
         self.parts = nn.ModuleList(parts) if bases else None  # new likelihood parts follow .to()
         self._bases = list(bases.values())  # already children of the terms
+        # a negated posterior (Bayes form) is the event "not c": -g log(1 - p(c | x)), weighted by alpha
+        self._complement = {i for i, (t, c) in enumerate(zip(parts, self.coefficients))
+                            if c < 0 and isinstance(t, ConditionalEnergy) and t.posterior}
         groups: dict[int, list[int]] = {}
         for i, t in enumerate(parts):
             if isinstance(t, ConditionalEnergy) and t.base is None:
@@ -270,6 +274,8 @@ class Product(Energy):
         for i in self._singles:
             e = call_energy(self._part(i), x, sigma)
             c = self.coefficients[i]
+            if i in self._complement:
+                e, c = complement(e, self._part(i).guidance), -c
             e = e if c == 1.0 else c * e
             total = e if total is None else total + e
         for idx in self._batched:
@@ -297,7 +303,15 @@ class Product(Energy):
             else:
                 energies = net(xs, conds)
             energies = energies.view(k, b)
+        guidance = [self._part(i).guidance for i in idx]
+        if any(g != 1.0 for g in guidance):
+            energies = torch.tensor(guidance, dtype=energies.dtype, device=energies.device)[:, None] * energies
         coefs = [self.coefficients[i] for i in idx]
+        if any(i in self._complement for i in idx):
+            rows = [complement(energies[j], guidance[j]) if i in self._complement else energies[j]
+                    for j, i in enumerate(idx)]
+            energies = torch.stack(rows)
+            coefs = [-c if i in self._complement else c for i, c in zip(idx, coefs)]
         if all(c == 1.0 for c in coefs):
             return energies.sum(0)
         weights = torch.tensor(coefs, dtype=energies.dtype, device=energies.device)

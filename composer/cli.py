@@ -280,6 +280,9 @@ def _write_npz(path: Path, **arrays: Any) -> None:
 
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
         os.replace(tmp, path)

@@ -189,12 +189,14 @@ class ConditionalEnergy(Energy):
     (see ``composer.algebra.Product``); a network that also has ``energies_all(x[, sigma]) -> (B, K)``
     (integer conditions) serves them all from one call on ``B`` rows.
 
-    **Bayes form.** With a ``base`` energy, the value is ``E(x | c) = E_base(x) + network(x, c)``: the
-    base models ``p(x)`` and the network the likelihood part ``-log p(c | x)`` (e.g. a classifier of
-    the family's values). Compositions count a shared base once: values ``c_i`` of families sharing
-    one base compose as ``p(x) prod_i p(c_i | x)^{w_i}``, so ``a & b`` is the exact conditional
-    ``p(x | a, b)`` when the concepts are independent given ``x`` (as any attributes of ``x`` are),
-    weights act on the likelihood parts (guidance strength) and ``a & ~b`` divides by ``p(b | x)``.
+    **Bayes form.** With a ``base`` energy, the value is ``E(x | c) = E_base(x) - g log p(c | x)``: the
+    base models ``p(x)`` and the network gives the normalised posterior ``network(x, c) = -log p(c | x)``
+    over the family's values (e.g. a noise-conditional classifier); ``g`` is the guidance scale (a
+    sharpened posterior ``p^g``, as in classifier guidance). Compositions count a shared base once:
+    values ``c_i`` sharing one base compose as ``p(x) prod_i p(c_i | x)^{g w_i}``, so ``a & b`` is the
+    exact conditional ``p(x | a, b)`` (``g = 1``) when the concepts are independent given ``x`` (as any
+    attributes of ``x`` are); weights act on the likelihood parts; and ``a & alpha * ~b`` conditions on
+    the event *not b*: ``p(x) p(a | x) (1 - p(b | x))^{g alpha}``, bounded, unlike dividing by ``p(b | x)``.
 
     Args:
         network: the shared conditional network.
@@ -203,6 +205,7 @@ class ConditionalEnergy(Energy):
         event_shape, domain, label: as in ``Energy``.
         noise_conditional: the network takes ``sigma``.
         base: the shared base energy (Bayes form), or ``None``.
+        guidance: ``g``, the weight of the likelihood part in Bayes form (must be positive).
     """
 
     def __init__(
@@ -214,22 +217,31 @@ class ConditionalEnergy(Energy):
         label: str | None = None,
         noise_conditional: bool = False,
         base: Energy | None = None,
+        guidance: float = 1.0,
+        posterior: bool | None = None,
     ):
         super().__init__(event_shape, domain, label)
         if base is not None and not isinstance(base, Energy):
             raise CompositionError(f"{self.label}: base must be an Energy, got {type(base).__name__}")
+        if not (isinstance(guidance, (int, float)) and guidance > 0):
+            raise CompositionError(f"{self.label}: guidance must be a positive number, got {guidance!r}")
         self.network = network
         self.network_noise_conditional = noise_conditional
         self.base = base
+        self.guidance = float(guidance)
+        self.posterior = base is not None if posterior is None else bool(posterior)
+        """The network part is a normalised ``-log p(c | x)`` (Bayes form): ``~`` takes its complement."""
         self.noise_conditional = noise_conditional or bool(base is not None and base.noise_conditional)
         self.register_buffer("condition", torch.as_tensor(condition), persistent=False)
 
     def likelihood(self, x: Tensor, sigma: Any = None) -> Tensor:
-        """The network's part ``network(x, c)``: ``(B,)`` (all of the energy when there is no base)."""
+        """The network's part ``g * network(x, c)``: ``(B,)`` (all of the energy when there is no base)."""
         cond = self.condition.expand(x.shape[0], *self.condition.shape)
         if self.network_noise_conditional:
-            return self.network(x, cond, sigma=sigma)
-        return self.network(x, cond)
+            e = self.network(x, cond, sigma=sigma)
+        else:
+            e = self.network(x, cond)
+        return e if self.guidance == 1.0 else self.guidance * e
 
     def forward(self, x: Tensor, sigma: Any = None) -> Tensor:
         e = self.likelihood(x, sigma)
@@ -238,9 +250,18 @@ class ConditionalEnergy(Energy):
     def without_base(self) -> ConditionalEnergy:
         """A new value on the same network and condition, without the base (same label and name)."""
         part = ConditionalEnergy(self.network, self.condition, self.event_shape, self.domain, self.label,
-                                 self.network_noise_conditional)
+                                 self.network_noise_conditional, guidance=self.guidance, posterior=self.posterior)
         part.display_name = self.display_name
         return part
+
+
+def complement(energy: Tensor, guidance: float = 1.0) -> Tensor:
+    """``-g log(1 - p)`` from ``energy = -g log p`` (``(B,)``): the energy of the event *not c*.
+
+    Clamped at ``p <= 1 - 1e-6`` so that a chain sure of ``c`` gets a large, finite energy and gradient.
+    """
+    u = (energy / guidance).clamp_min(1e-6)  # -log p >= 1e-6
+    return -guidance * torch.log(-torch.expm1(-u))
 
 
 def device_of(module: nn.Module) -> torch.device | None:

@@ -69,8 +69,8 @@ def test_a_value_is_base_plus_likelihood(world):
     ("build", "expected"),
     [
         (lambda v: v["a"] & v["b"], lambda e0, L: e0 + L[:, 0] + L[:, 1]),
-        (lambda v: v["a"] & ~v["b"], lambda e0, L: e0 + L[:, 0] - L[:, 1]),
-        (lambda v: v["a"] & 0.5 * ~v["b"], lambda e0, L: e0 + L[:, 0] - 0.5 * L[:, 1]),
+        (lambda v: v["a"] & ~v["b"], lambda e0, L: e0 + L[:, 0] - torch.log1p(-torch.exp(-L[:, 1]))),
+        (lambda v: v["a"] & 0.5 * ~v["b"], lambda e0, L: e0 + L[:, 0] - 0.5 * torch.log1p(-torch.exp(-L[:, 1]))),
         (lambda v: 2 * v["a"], lambda e0, L: e0 + 2 * L[:, 0]),
         (lambda v: 2 * v["a"] & v["c"], lambda e0, L: e0 + 2 * L[:, 0] + L[:, 2]),
         (lambda v: (v["a"] & v["b"]) & v["c"], lambda e0, L: e0 + L.sum(1)),
@@ -78,8 +78,10 @@ def test_a_value_is_base_plus_likelihood(world):
         (lambda v: (v["a"] | v["b"]) & v["c"], lambda e0, L: e0 - torch.logsumexp(-L[:, :2], 1) + L[:, 2]),
         (lambda v: (v["a"] & v["b"]) | v["c"],
          lambda e0, L: e0 - torch.logsumexp(torch.stack([-L[:, 0] - L[:, 1], -L[:, 2]]), 0)),
-        (lambda v: v["c"] & ~(v["a"] & v["b"]), lambda e0, L: e0 + L[:, 2] - L[:, 0] - L[:, 1]),
-        (lambda v: ~v["a"] & ~v["b"], lambda e0, L: e0 - L[:, 0] - L[:, 1]),
+        (lambda v: v["c"] & ~(v["a"] & v["b"]),
+         lambda e0, L: e0 + L[:, 2] - torch.log1p(-torch.exp(-L[:, 0])) - torch.log1p(-torch.exp(-L[:, 1]))),
+        (lambda v: ~v["a"] & ~v["b"],
+         lambda e0, L: e0 - torch.log1p(-torch.exp(-L[:, 0])) - torch.log1p(-torch.exp(-L[:, 1]))),
         (lambda v: 3 * (v["a"] | v["b"]), lambda e0, L: e0 - 3 * torch.logsumexp(-L[:, :2], 1)),
     ],
 )
@@ -90,6 +92,28 @@ def test_compositions_count_the_base_once(world, build, expected):
     prior_fn.calls = 0
     torch.testing.assert_close(e(x), expected(e0, lik), rtol=0, atol=1e-12)
     assert prior_fn.calls == 1  # the base is evaluated once, however many values use it
+
+
+def test_guidance_sharpens_the_posterior_and_its_complement(world):
+    prior, _, net, v, x, e0, lik = world
+    g = {n: ConditionalEnergy(net, torch.tensor(i), (2,), label=n, base=prior, guidance=3.0)
+         for i, n in enumerate("ab")}
+    torch.testing.assert_close((g["a"] & ~g["b"])(x), e0 + 3 * lik[:, 0] - 3 * torch.log1p(-torch.exp(-lik[:, 1])),
+                               rtol=0, atol=1e-12)
+    torch.testing.assert_close((g["a"] & v["b"])(x), e0 + 3 * lik[:, 0] + lik[:, 1], rtol=0, atol=1e-12)
+    with pytest.raises(CompositionError, match="guidance must be a positive"):
+        ConditionalEnergy(net, torch.tensor(0), (2,), base=prior, guidance=0)
+
+
+def test_a_certain_negated_value_costs_a_finite_energy(world):
+    """p(b | x) = 1 exactly: the complement is clamped at p <= 1 - 1e-6 (energy ~13.8, finite gradient)."""
+    *_, v, _x, _e0, _lik = world
+    w = v["b"].network.w.detach()
+    big = 200.0 * (w[1] - w[0]) / (w[1] - w[0]).norm()  # p(b | x) rounds to 1 in float64
+    x = big.expand(3, 2).clone().requires_grad_(True)
+    e = (v["a"] & ~v["b"])(x)
+    (grad,) = torch.autograd.grad(e.sum(), x)
+    assert torch.isfinite(e).all() and torch.isfinite(grad).all()
 
 
 def test_the_formula_is_what_was_written(world):

@@ -8,7 +8,8 @@
   (the score ``-grad_x E`` matched to ``-z / sigma``, weighted by ``sigma^2``), with sigma
   drawn from a geometric ladder; gradients through ``grad_x E`` use ``create_graph=True``. With
   ``weighting = "edm"`` each sample's loss is multiplied by ``1 + sigma^2 / sigma_data^2`` (Karras et al.
-  2022), which gives the high noise levels (global layout) the weight of the low ones.
+  2022; divided by its mean over the ladder, so the loss keeps its scale), which gives the high noise
+  levels (global layout) the weight of the low ones.
 - ``discriminative`` (the ``p(y | x)`` term of JEM, Grathwohl et al. 2019, on noised inputs): for a concept
   family, ``p_sigma(c | x~) = softmax_c(-E(x~, c, sigma))`` and the loss is the cross-entropy
   ``mean [E(x~, y, sigma) + log sum_c exp(-E(x~, c, sigma))]`` with ``x~ = x + sigma * z`` and sigma drawn
@@ -298,6 +299,7 @@ class DSMObjective:
                  batch_size: int, lo: int):
         self.cfg = cfg
         self.sigmas = sigma_ladder(cfg.sigma_max, cfg.sigma_min, cfg.num_sigmas).to(device)
+        self.edm_mean = float((1.0 + (self.sigmas / cfg.sigma_data).square()).mean())
         self.event_shape, self.domain, self.device = tuple(event_shape), domain, device
         self.seed, self.batch_size, self.lo = seed, batch_size, lo
         self.generator = torch.Generator(device=device)
@@ -311,7 +313,9 @@ class DSMObjective:
         idx = torch.randint(len(self.sigmas), (self.batch_size,), generator=g, device=x.device)
         z = torch.randn(self.batch_size, *x.shape[1:], generator=g, device=x.device, dtype=x.dtype)
         sigma = self.sigmas[idx[self.lo:self.lo + b]].to(x.dtype)
-        weight = 1.0 + (sigma / self.cfg.sigma_data).square() if self.cfg.weighting == "edm" else None
+        weight = None
+        if self.cfg.weighting == "edm":  # normalised to mean 1 over the ladder: the loss keeps its usual scale
+            weight = (1.0 + (sigma / self.cfg.sigma_data).square()) / self.edm_mean
         loss, energies, grad_norm = dsm_loss(model, x, sigma, z[self.lo:self.lo + b], cond, weight)
         return loss, {"loss": loss.detach(), "e_pos": energies.detach().mean(), "grad_norm": grad_norm}
 
