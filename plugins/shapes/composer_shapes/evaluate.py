@@ -9,16 +9,13 @@ The protocol (Du, Li & Mordatch 2020, scaled to a CPU):
    colour & shape & position triples, a fixed set of four-attribute compositions and the negation
    ``red & ~triangle``. A sample counts only if every condition is judged satisfied (a negated
    value: judged some *other* value of its attribute; "none of the values" never counts).
-3. The monolithic baseline (one conditional network over (shape, colour) pairs trained on the same
-   ``train`` split, ``weights/baseline.safetensors``) is sampled for the same pairs.
+3. The monolithic baseline (one posterior over (shape, colour) pairs on the whole image, trained on the
+   same ``train`` split, ``weights/baseline.safetensors``, over the same prior) is sampled for the same pairs.
 4. Concept inference: the share of fresh real images whose lowest-energy value is the true one.
 5. A PNG: one row per composition (seen pairs, held-out pairs, triples, negation, baseline).
 
-Scoped experts each model only their view, so every composition is completed as
-``composer_shapes.compose.prepare`` describes: a composition that names no colour (or no shape) gets
-that family's marginal, the mixture of its values (``triangle`` is sampled as
-``triangle & (red | green | blue | yellow)``), and a negated family with no positive value is the mixture
-of its other values (``red & ~triangle`` is sampled as ``red & (circle | square)``).
+Every composition is sampled exactly as written (``composer_shapes.compose.compose``): the values share
+the prior, which the engine counts once.
 """
 
 from __future__ import annotations
@@ -32,11 +29,10 @@ import click
 import torch
 
 from composer import Energy, SamplingDivergedError
-from composer.energy import call_energy
 from composer_shapes import classifier
-from composer_shapes.compose import Condition, complete, conditions
+from composer_shapes.compose import Condition, compose, conditions
 from composer_shapes.data import HELDOUT_PAIRS, generate
-from composer_shapes.experts import FAMILIES, family, load_network
+from composer_shapes.experts import FAMILIES, GUIDANCE, family, load_network, prior
 from composer_shapes.recipe import recipe_for_family, sample
 from composer_shapes.world import ATTRIBUTES, IMAGE_SHAPE
 
@@ -65,27 +61,37 @@ _BASELINE: list[Any] = []
 
 
 def baseline_energy(shape: str, color: str) -> Energy:
-    """The monolithic baseline's expert for the pair ``(shape, color)`` (condition ``shape * 4 + color``)."""
+    """The monolithic baseline's expert for the pair ``(shape, color)``: ``E_prior - g log p(pair | x)``.
+
+    One posterior over the 12 (shape, colour) pairs on the whole image (``weights/baseline.safetensors``,
+    trained on the ``train`` split, so a held-out pair is a class it never saw), over the same prior and
+    with the same recipe as the composed experts; its guidance is the larger of the colour and shape
+    families' (condition ``shape * 4 + color``).
+    """
     from composer import ConditionalEnergy
 
     if not _BASELINE:
         _BASELINE.append(load_network(Path(__file__).parent / "weights" / "baseline.safetensors")[0])
     cond = ATTRIBUTES["shape"].index(shape) * len(ATTRIBUTES["color"]) + ATTRIBUTES["color"].index(color)
+    guidance = max(GUIDANCE["shapes.color"], GUIDANCE["shapes.shape"])
     e = ConditionalEnergy(_BASELINE[0], torch.tensor(cond), IMAGE_SHAPE, (0.0, 1.0), f"baseline={color}_{shape}",
-                          noise_conditional=True)
+                          noise_conditional=True, base=prior(), guidance=guidance)
     e.sampling_recipe = recipe_for_family("baseline").as_kwargs()
     return e
 
 
 def concept_inference(n: int, seed: int) -> dict[str, float]:
-    """Share of ``n`` fresh ``all``-split images whose lowest-energy value is the true one, per family."""
+    """Share of ``n`` fresh ``all``-split images whose lowest-energy value is the true one, per family.
+
+    The values share the prior, which cannot change the argmin: only their likelihood parts are evaluated.
+    """
     data = generate(n, "all", seed)
     x = torch.from_numpy(data["x"])
     out = {}
     with torch.no_grad():
         for name, attribute in FAMILIES.items():
             experts = list(family(name).values())
-            energies = torch.stack([call_energy(e, x, None) for e in experts], dim=1)
+            energies = torch.stack([e.likelihood(x, None) for e in experts], dim=1)
             out[name] = float((energies.argmin(1).numpy() == data[attribute]).mean())
     return out
 
@@ -125,7 +131,7 @@ def evaluate(n: int = 64, seed: int = 0, figure: str | Path | None = None, colum
     for group, items in groups.items():
         table = {}
         for label, conds, pair in items:
-            energy = baseline_energy(*pair) if pair else complete(conds)
+            energy = baseline_energy(*pair) if pair else compose(conds)
             t0 = time.time()
             try:
                 x = sample(energy, n=n, seed=seed + index, **overrides).x

@@ -11,13 +11,8 @@ preconditioned denoiser ``D`` (Karras et al. 2022, "EDM") on what the network is
 so ``-grad E`` approximates the score of the noised data and denoising score matching with ``sigma^2``
 weighting (``0.5 || sigma grad_x E - z ||^2``) sees unit-scale targets at every noise level.
 
-- ``ViewEnergyNet`` (registered network ``shapes_view``): ``F`` is a small U-Net with FiLM conditioning
-  on a view of the image (``composer_shapes.views``), e.g. the colour-blind view for the shape expert.
-- ``PixelEnergyNet`` (``shapes_pixel``): ``F`` is per pixel (1x1 convolutions, plus a mean-pooled
-  summary of all pixels) on the RGB image: it sees colour and cannot see layout.
-- ``ChromaEnergyNet`` (``shapes_chroma``, the shipped colour expert): as ``PixelEnergyNet`` but its
-  residual, and so its gradient, lies in the chroma plane (orthogonal to ``(1, 1, 1)``): it never moves
-  the luma that the layout experts see.
+``ViewEnergyNet`` (registered network ``shapes_view``): ``F`` is a small U-Net with FiLM conditioning
+on a view of the image (``composer_shapes.views``); the shipped prior uses it on the whole image.
 
 All expose ``.config`` (JSON-able constructor arguments) so a checkpoint rebuilds them without code.
 """
@@ -170,15 +165,19 @@ class ViewEnergyNet(DenoisingEnergy):
 class PixelBody(nn.Module):
     """Per-pixel FiLM MLP ``(B, 3, H, W) -> (B, 3, H, W)`` (1x1 convolutions: blind to layout).
 
+    With ``kernel`` > 1 the convolutions see a small neighbourhood (``depth * (kernel - 1) + 1`` pixels
+    wide): enough to keep an object's colour coherent from pixel to pixel, too little to see its shape.
+
     With ``context``, the hidden layers after the first also receive the mean over all pixels of the
     first layer's features (a bag-of-pixels summary: how much of each colour the image holds), so the
     energy is exchangeable over pixels rather than a product of independent per-pixel terms: it can
     accept one object on a black canvas without paying a per-pixel "background is likelier" price.
     """
 
-    def __init__(self, width: int, depth: int, dim: int, context: bool = True):
+    def __init__(self, width: int, depth: int, dim: int, context: bool = True, kernel: int = 1):
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else width, width, 1) for i in range(depth))
+        self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else width, width, kernel, padding=kernel // 2)
+                                   for i in range(depth))
         self.films = nn.ModuleList(FiLM(dim, width) for _ in range(depth))
         self.context = nn.Linear(width, 2 * width * (depth - 1)) if context and depth > 1 else None
         self.out = nn.Conv2d(width, 3, 1)
@@ -204,17 +203,20 @@ class PixelEnergyNet(DenoisingEnergy):
         num_classes: values of the family.
         width, depth: hidden channels and number of hidden 1x1 layers.
         context: give the hidden layers the mean over pixels of the first layer's features.
+        kernel: size of the convolutions (odd; 1: per pixel).
         dim, sigma_data, infer_sigma: as in ``ViewEnergyNet``.
     """
 
     def __init__(self, num_classes: int = 0, width: int = 64, depth: int = 3, dim: int = 64, context: bool = True,
                  sigma_data: float = 0.5, infer_sigma: float = 0.1, event_shape: list[int] | None = None,
-                 noise_conditional: bool = True):
+                 noise_conditional: bool = True, kernel: int = 1):
         super().__init__(num_classes, sigma_data, infer_sigma, dim, event_shape, noise_conditional)
+        if int(kernel) < 1 or int(kernel) % 2 == 0:
+            raise ValueError(f"kernel must be a positive odd number, got {kernel}")
         self.view = make_view("identity")
-        self.body = PixelBody(int(width), int(depth), dim, bool(context))
+        self.body = PixelBody(int(width), int(depth), dim, bool(context), int(kernel))
         self.config = {"type": "shapes_pixel", "num_classes": self.num_classes, "width": int(width),
-                       "depth": int(depth), "dim": dim, "context": bool(context),
+                       "depth": int(depth), "dim": dim, "context": bool(context), "kernel": int(kernel),
                        "sigma_data": self.sigma_data, "infer_sigma": self.infer_sigma}
 
 
@@ -260,7 +262,9 @@ NETWORKS: dict[str, type[DenoisingEnergy]] = {"shapes_view": ViewEnergyNet, "sha
                                               "shapes_chroma": ChromaEnergyNet}
 
 
-def build(config: dict[str, Any]) -> DenoisingEnergy:
-    """Rebuild a network from ``{"type": name, **config}``."""
+def build(config: dict[str, Any]) -> nn.Module:
+    """Rebuild a network (denoising energy or posterior) from ``{"type": name, **config}``."""
+    from composer_shapes.posteriors import POSTERIORS
+
     kwargs = dict(config)
-    return NETWORKS[kwargs.pop("type")](**kwargs)
+    return {**NETWORKS, **POSTERIORS}[kwargs.pop("type")](**kwargs)

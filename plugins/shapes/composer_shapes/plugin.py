@@ -5,8 +5,10 @@ Found through the entry point ``[project.entry-points.composer] shapes = "compos
 - datasets ``shapes`` (``composer dataset shapes ...``, ``composer train``) and ``shapes_pairs`` (the
   same images labelled by (shape, colour) pair, for the monolithic baseline);
 - concept families ``shapes.color``, ``shapes.shape``, ``shapes.size``, ``shapes.position`` with the
-  shipped weights (bare values such as ``red`` or ``top_left`` resolve through the language);
-- networks ``shapes_view``, ``shapes_pixel``, ``shapes_chroma`` (for ``[network]`` in training files);
+  shipped weights (bare values such as ``red`` or ``top_left`` resolve through the language), each value
+  ``E_prior - log p(value | x)`` over the shared prior, the expert ``shapes.prior``;
+- networks ``shapes_view`` (denoising energy) and ``shapes_view_posterior``, ``shapes_color_posterior``
+  (for ``[network]`` in training files);
 - the command group ``composer eval`` with ``composer eval shapes``.
 """
 
@@ -49,6 +51,19 @@ def load_pairs(n: int = 10000, seed: int = 0, split: str = "train") -> dict[str,
 
 
 @composer.hookimpl
+def register_experts(register: Callable[..., None]) -> None:
+    """Register ``shapes.prior``, the unconditional prior every concept value shares."""
+
+    def shapes_prior() -> composer.Energy:
+        """p(x) of the shapes world: unconditional denoising energy of the RGB image (train split)"""
+        from composer_shapes.experts import prior
+
+        return prior()
+
+    register("shapes.prior", shapes_prior, doc=shapes_prior.__doc__)
+
+
+@composer.hookimpl
 def register_concepts(register: Callable[..., None]) -> None:
     """Register the four concept families; their weights load on first use."""
     from composer_shapes.experts import DOCS, FAMILIES, factory
@@ -60,12 +75,16 @@ def register_concepts(register: Callable[..., None]) -> None:
 @composer.hookimpl
 def register_networks(register: Callable[..., None]) -> None:
     """Register the trainable architectures of the families (``composer_shapes.nets``)."""
-    from composer_shapes.nets import ChromaEnergyNet, PixelEnergyNet, ViewEnergyNet
+    from composer_shapes.nets import ChromaEnergyNet, ViewEnergyNet
+    from composer_shapes.posteriors import ColorPosterior, ViewPosterior
 
     register("shapes_view", ViewEnergyNet, doc="denoising energy of a U-Net on a view (colour-blind...) of the image")
-    register("shapes_pixel", PixelEnergyNet, doc="denoising energy of a per-pixel network (sees colour, not layout)")
     register("shapes_chroma", ChromaEnergyNet,
-             doc="per-pixel denoising energy of chroma given luma (moves colour only)")
+             doc="per-pixel denoising energy of chroma given luma, with a pooled context (moves colour only)")
+    register("shapes_view_posterior", ViewPosterior,
+             doc="noise-conditional -log p(value | colour-blind view): shape, size, position (moves luma only)")
+    register("shapes_color_posterior", ColorPosterior,
+             doc="noise-conditional -log p(colour | pooled per-pixel chroma) (moves colour only)")
 
 
 @composer.hookimpl

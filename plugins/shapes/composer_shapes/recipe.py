@@ -1,10 +1,12 @@
-"""Sampling recipes of the shapes experts: annealed Langevin over a geometric noise ladder.
+"""Sampling recipes of the shapes experts: predictor-corrector annealing over a geometric noise ladder.
 
 A ``Recipe`` is the set of ``composer.sample`` keyword arguments that turns a composition of
 shapes experts into images: start from ``0.5 + sigma_max * N(0, 1)`` (the noised data at the top
-level), run ``steps_per_level`` unadjusted Langevin steps at each of ``levels`` noise levels from
-``sigma_max`` down to ``sigma_min`` with step ``step_factor * sigma_i^2`` (noise
-``sqrt(2 * step)``), then clamp to ``[0, 1]``. Every expert carries its family's recipe as the
+level), run ``steps_per_level`` unadjusted Langevin steps (the corrector) at each of ``levels`` noise
+levels from ``sigma_max`` down to ``sigma_min`` with step ``step_factor * sigma_i^2`` (noise
+``sqrt(2 * step)``), move between levels with the ``ddim`` predictor (which keeps the chains' noise
+matched to the level; plain annealed Langevin with few steps lets chains lag behind the ladder and
+stall as noise images), then clamp to ``[0, 1]``. Every expert carries its family's recipe as the
 attribute ``sampling_recipe`` (a dict of ``composer.sample`` keyword arguments) and its ladder as
 ``sigmas``; ``recipe_of(energy)`` finds the recipe of any composition, and ``sample`` applies it
 with overrides::
@@ -37,6 +39,8 @@ class Recipe:
         steps_per_level: Langevin steps at each level.
         step_factor: the step at level ``i`` is ``step_factor * sigma_i^2``.
         sampler: kernel of the shared sampler.
+        predictor: the move between levels (``composer.sample``'s ``predictor``): ``"ddim"`` keeps the
+            chains' noise matched to the level; ``None`` is plain annealed Langevin.
     """
 
     sigma_max: float = 20.0
@@ -45,6 +49,7 @@ class Recipe:
     steps_per_level: int = 2
     step_factor: float = 0.3
     sampler: str = "langevin"
+    predictor: str | None = "ddim"
 
     def ladder(self) -> list[float]:
         """The noise levels, largest first."""
@@ -60,6 +65,7 @@ class Recipe:
             "steps": self.levels * self.steps_per_level,
             "step_size": self.step_factor * self.sigma_min**2,
             "sampler": self.sampler,
+            "predictor": self.predictor,
             "noise": "exact",
             "clamp": False,
             "init": GaussianInit(self.sigma_max),
@@ -110,32 +116,14 @@ def recipe_of(energy: Energy) -> dict[str, Any] | None:
     return None
 
 
-def prepare_of(energy: Energy) -> Any:
-    """The ``prepare_composition`` callable of a composition's first expert that has one, else ``None``."""
-    stack = [energy]
-    while stack:
-        node = stack.pop(0)
-        found = getattr(node, "prepare_composition", None)
-        if found is not None:
-            return found
-        stack.extend(node.children_energies())
-    return None
-
-
 def sample(energy: Energy, n: int = 64, seed: int = 0, progress: bool = False, **overrides: Any):
     """Sample a composition of shapes experts with its recipe; ``overrides`` replace recipe entries.
-
-    The composition is first completed by its experts' ``prepare_composition`` (see
-    ``composer_shapes.compose.prepare``), then sampled with their ``sampling_recipe``.
 
     Returns:
         The ``composer.sampling.SampleResult`` with ``x`` clamped to ``[0, 1]``: ``(n, 3, 32, 32)``.
     """
     from composer.sampling import sample as draw
 
-    prepare = prepare_of(energy)
-    if prepare is not None:
-        energy = prepare(energy)
     kwargs = recipe_of(energy) or DEFAULT.as_kwargs()
     kwargs.update(overrides)
     result = draw(energy, n=n, seed=seed, progress=progress, **kwargs)

@@ -1,4 +1,5 @@
-"""The shapes concept families: registration, shared networks, invariance by scope, recipes, weights."""
+"""The shapes concept families: registration, Bayes form over the shared prior, invariance by scope,
+recipes, weights."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import composer_shapes.plugin
 import pytest
 import torch
 from composer_shapes import ATTRIBUTES, generate
-from composer_shapes.experts import FAMILIES, family, load_network, make_value, weights_path
-from composer_shapes.nets import ChromaEnergyNet, PixelEnergyNet, ViewEnergyNet, build
+from composer_shapes.experts import FAMILIES, PRIOR_PARTS, family, load_network, make_value, prior, weights_path
+from composer_shapes.nets import ChromaEnergyNet, ViewEnergyNet, build
+from composer_shapes.posteriors import ColorPosterior, ViewPosterior
 from composer_shapes.recipe import Recipe, recipe_of
 from composer_shapes.views import ColorBlind, ColorBlindPooled, make_view
 
@@ -33,7 +35,8 @@ def test_families_and_networks_are_registered(registry):
     assert not registry.failures
     for name, attribute in FAMILIES.items():
         assert registry.concept(name).values == tuple(ATTRIBUTES[attribute])
-    assert set(registry.networks) >= {"shapes_view", "shapes_pixel"}
+    assert set(registry.networks) >= {"shapes_view", "shapes_view_posterior", "shapes_color_posterior"}
+    assert registry.make_expert("shapes.prior").formula() == "shapes.prior"
 
 
 def test_bare_values_resolve_through_the_language(registry):
@@ -42,21 +45,49 @@ def test_bare_values_resolve_through_the_language(registry):
     assert energy.noise_conditional and tuple(energy.event_shape) == (3, 32, 32)
 
 
-def test_values_of_a_family_share_one_network_and_batch_exactly(images):
+def test_values_share_the_network_and_the_prior_counts_once(images):
     red, blue = family("shapes.color")["red"], family("shapes.color")["blue"]
-    assert red.network is blue.network
-    both = red & blue  # one batched call of the shared network
+    triangle = make_value("shapes.shape", "triangle")
+    assert red.network is blue.network and red.base is blue.base is triangle.base is prior()
     sigma = torch.full((images.shape[0],), 0.3)
-    expected = red(images, sigma=sigma) + blue(images, sigma=sigma)
-    torch.testing.assert_close(both(images, sigma=sigma), expected, rtol=1e-5, atol=1e-4)
+    with torch.no_grad():
+        p = prior()(images, sigma=sigma)
+        parts = {v.label: v.likelihood(images, sigma) for v in (red, blue, triangle)}
+        # one value: prior + likelihood; a product: the prior once (float32 sums: atol 1e-3 on energies ~1e3)
+        torch.testing.assert_close(red(images, sigma=sigma), p + parts[red.label], rtol=1e-5, atol=1e-3)
+        both = (red & ~blue & triangle)(images, sigma=sigma)
+        g = blue.guidance  # the event "not blue": -g log(1 - p(blue | x)), with p = exp(-E / g)
+        not_blue = -g * torch.log1p(-torch.exp(-parts[blue.label] / g))
+        expected = p + parts[red.label] + not_blue + parts[triangle.label]
+        torch.testing.assert_close(both, expected, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_likelihoods_are_normalised_posteriors(images, name):
+    """sum over the values of p = exp(-E_value|x / g) is 1 at every noise level (float32: 1e-5)."""
+    values = family(name).values()
+    for sigma in (0.01, 0.5, 10.0):
+        with torch.no_grad():
+            total = sum(torch.exp(-v.likelihood(images, sigma) / v.guidance) for v in values)
+        torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=1e-5)
+
+
+def test_concept_inference_reads_the_values_of_real_images():
+    data = generate(32, "heldout", seed=11)  # held-out pairs: combinations no expert saw
+    x = torch.from_numpy(data["x"])
+    for name, attribute in FAMILIES.items():
+        with torch.no_grad():
+            e = torch.stack([v.likelihood(x, None) for v in family(name).values()], dim=1)
+        assert (e.argmin(1).numpy() == data[attribute]).mean() >= 0.95, name
 
 
 def test_colour_expert_cannot_see_layout(images):
-    """A per-pixel energy is invariant to any permutation of the pixels (exact up to float32 sums)."""
+    """Pooled per-pixel features are invariant to any permutation of the pixels (float32 sums)."""
     red = make_value("shapes.color", "red")
     perm = torch.randperm(32 * 32, generator=torch.Generator().manual_seed(0))
     shuffled = images.flatten(2)[:, :, perm].reshape(images.shape)
-    torch.testing.assert_close(red(shuffled, sigma=0.2), red(images, sigma=0.2), rtol=1e-5, atol=1e-3)
+    with torch.no_grad():
+        torch.testing.assert_close(red.likelihood(shuffled, 0.2), red.likelihood(images, 0.2), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["shapes.shape", "shapes.size", "shapes.position"])
@@ -64,7 +95,21 @@ def test_layout_experts_cannot_see_colour(images, name):
     """Recolouring (permuting RGB channels keeps their sum) leaves the energy unchanged (float32 rounding only)."""
     expert = next(iter(family(name).values()))
     recoloured = images[:, [2, 0, 1]]
-    torch.testing.assert_close(expert(recoloured, sigma=0.2), expert(images, sigma=0.2), rtol=1e-5, atol=1e-3)
+    with torch.no_grad():
+        torch.testing.assert_close(expert.likelihood(recoloured, 0.2), expert.likelihood(images, 0.2),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_each_likelihood_pushes_only_what_it_sees(images):
+    """Colour moves chroma only (the gradient sums to 0 over RGB); layout moves luma only (equal over RGB)."""
+    x = images.clone().requires_grad_(True)
+    (g_colour,) = torch.autograd.grad(make_value("shapes.color", "red").likelihood(x, 0.3).sum(), x)
+    (g_shape,) = torch.autograd.grad(make_value("shapes.shape", "triangle").likelihood(x, 0.3).sum(), x)
+    scale = g_colour.abs().max().item()
+    assert scale > 0 and g_shape.abs().max() > 0
+    torch.testing.assert_close(g_colour.sum(dim=1), torch.zeros_like(g_colour[:, 0]), rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(g_shape[:, 0], g_shape[:, 1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_shape[:, 0], g_shape[:, 2], rtol=1e-5, atol=1e-6)
 
 
 def test_views():
@@ -83,7 +128,10 @@ def test_views():
 
 
 @pytest.mark.parametrize("cls,kwargs", [(ViewEnergyNet, {"view": "colorblind_pool2", "num_classes": 3}),
-                                        (PixelEnergyNet, {"num_classes": 4, "width": 8, "depth": 1})])
+                                        (ViewPosterior, {"num_classes": 3, "widths": [4, 8, 8, 8], "hidden": 8}),
+                                        (ViewPosterior, {"num_classes": 3, "view": "identity", "widths": [4, 8]}),
+                                        (ColorPosterior, {"num_classes": 4, "width": 8, "depth": 1}),
+                                        (ChromaEnergyNet, {"num_classes": 4, "width": 8, "depth": 2})])
 def test_networks_rebuild_from_their_config(cls, kwargs):
     torch.manual_seed(0)
     net = cls(**kwargs)
@@ -98,8 +146,8 @@ def test_networks_rebuild_from_their_config(cls, kwargs):
 
 
 def test_energy_gradient_is_the_residual_at_large_noise():
-    """With F = 0 (fresh FiLM-free output layer zeroed) E = ||(1 - c_skip) x||^2 / 2 s^2: check grad exactly."""
-    net = PixelEnergyNet(num_classes=1, width=4, depth=1)
+    """With F = 0 (output layer zeroed) E = ||(1 - c_skip) x||^2 / 2 s^2: check grad exactly."""
+    net = ViewEnergyNet(view="identity", num_classes=1, widths=[4, 8])
     torch.nn.init.zeros_(net.body.out.weight)
     torch.nn.init.zeros_(net.body.out.bias)
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
@@ -111,12 +159,18 @@ def test_energy_gradient_is_the_residual_at_large_noise():
 
 
 def test_shipped_weights_load_without_pickle():
-    for name in FAMILIES:
+    total = 0
+    for name in [*FAMILIES, *PRIOR_PARTS]:
         path = weights_path(name)
-        assert path.stat().st_size < 2_000_000
+        total += path.stat().st_size
         net, meta = load_network(path)
-        assert meta["config"]["type"] in ("shapes_view", "shapes_chroma")
-        assert net.num_classes == len(ATTRIBUTES[FAMILIES[name]])
+        if name in PRIOR_PARTS:
+            assert meta["config"]["type"] in ("shapes_view", "shapes_chroma") and net.num_classes == 0
+        else:
+            assert meta["config"]["type"] in ("shapes_view_posterior", "shapes_color_posterior")
+            assert net.num_classes == len(ATTRIBUTES[FAMILIES[name]])
+        assert meta["recipe"]["data"]["options"]["split"] == "train"
+    assert total < 4_000_000
     with pytest.raises(composer.ComposerError, match="not found"):
         load_network(weights_path(name).with_name("missing.safetensors"))
 
@@ -128,7 +182,8 @@ def test_recipe_ladder_and_lookup():
     ratios = [a / b for a, b in zip(ladder, ladder[1:])]
     assert all(q == pytest.approx(2000 ** 0.25) for q in ratios)
     kwargs = r.as_kwargs()
-    assert kwargs["steps"] == 15 and kwargs["step_size"] == pytest.approx(0.3 * 0.01**2)
+    assert kwargs["steps"] == 15 and kwargs["step_size"] == pytest.approx(r.step_factor * 0.01**2)
+    assert kwargs["predictor"] == "ddim"
     assert math.isclose(kwargs["init"](4, generator=torch.Generator().manual_seed(0)).std().item(), 20.0, rel_tol=0.1)
     energy = make_value("shapes.color", "red") & make_value("shapes.shape", "circle")
     assert recipe_of(energy)["sigmas"] == make_value("shapes.color", "red").sigmas
@@ -136,12 +191,12 @@ def test_recipe_ladder_and_lookup():
         r.replace(temperature=2)
 
 
-def test_chroma_expert_never_moves_luma():
-    """The colour expert's gradient has zero component along (1, 1, 1) at every pixel (float32 rounding)."""
+def test_chroma_prior_never_moves_luma():
+    """The chroma energy's gradient has zero component along (1, 1, 1) at every pixel (float32 rounding)."""
     torch.manual_seed(0)
-    net = ChromaEnergyNet(num_classes=4, width=8, depth=2)
+    net = ChromaEnergyNet(num_classes=0, width=8, depth=2)
     x = torch.rand(3, 3, 32, 32, requires_grad=True)
-    e = net(x, torch.tensor([0, 1, 2]), sigma=torch.tensor([0.05, 0.5, 5.0]))
+    e = net(x, None, sigma=torch.tensor([0.05, 0.5, 5.0]))
     (g,) = torch.autograd.grad(e.sum(), x)
     assert g.abs().max() > 0
     torch.testing.assert_close(g.sum(dim=1), torch.zeros(3, 32, 32), rtol=0, atol=1e-5 * g.abs().max().item())
