@@ -193,3 +193,30 @@ def test_concept_inference_evaluates_the_shared_base_once(world):
     assert values == ["a", "b", "c"] and prior_fn.calls == 1
     torch.testing.assert_close(energies, e0[:, None] + lik, rtol=0, atol=1e-12)
     assert infer_concept(reg, "t.letter", x)[1].tolist() == lik.argmin(1).tolist()
+
+
+def test_discriminative_objective_one_call_equals_the_stacked_call(world):
+    """``energies_all`` on B rows (unwrapped) and the stacked K*B call (as under DDP) give the same (B, K)."""
+    from composer.training.config import DSMConfig
+    from composer.training.objectives import DiscriminativeObjective
+
+    _, _, net, _, x, _, lik = world
+
+    class Wrapped(nn.Module):  # what a DDP wrapper looks like to the objective: forward only
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, cond, sigma=None):
+            return self.inner(x, cond)
+
+    obj = DiscriminativeObjective(DSMConfig(), 3, torch.device("cpu"), seed=0, batch_size=7, lo=0)
+    sigma = torch.full((x.shape[0],), 0.5, dtype=x.dtype)
+    net.energies_all = lambda t, s=None: net.table(t)  # noise-free toy: ignores sigma
+    net.calls = net.rows = 0
+    direct = obj.energies(net, net, x, sigma)
+    assert (net.calls, net.rows) == (1, x.shape[0])
+    stacked = obj.energies(Wrapped(net), net, x, sigma)
+    assert (net.calls, net.rows) == (2, 4 * x.shape[0])
+    torch.testing.assert_close(direct, lik, rtol=0, atol=1e-12)
+    torch.testing.assert_close(stacked, lik, rtol=0, atol=1e-12)

@@ -187,3 +187,30 @@ def test_cli_trains_the_readme_recipe_and_composes_it_with_an_analytic_expert(tm
     assert mode_quality(prod)[0] >= 0.85
     assert lower.sum() >= 100 and 0.04 <= shift <= 0.2
     assert (prod[:, 1] < -1.0).float().mean() <= (alone[:, 1] < -1.0).float().mean()
+
+
+def test_discriminative_family_learns_the_posterior_of_its_values(tmp_path):
+    """``objective = "discriminative"``: the family's energies become -log p(value | x~) (cross-entropy).
+
+    The Bayes classifier with the data's exact densities is right on 74.9% of points (Monte Carlo, 20,000
+    points; the four Gaussians overlap); the trained family must be within 5 points of it (measured 72.4%).
+    """
+    from composer.training.config import DataConfig
+    from composer.training.data import prepare_data
+
+    result = train({
+        "name": "halves_post", "objective": "discriminative", "steps": 300, "batch_size": 128, "seed": 0,
+        "output": str(tmp_path / "post"), "data": {"dataset": "half_planes", "domain": [-3.5, 3.5]},
+        "network": {"type": "mlp", "hidden": [64, 64]},
+        "dsm": {"sigma_max": 1.0, "sigma_min": 0.05, "num_sigmas": 10},
+        "optim": {"lr": 1e-2}, "checkpoint": {"every": 5000}, "log": {"progress": False},
+    })
+    family = family_from_checkpoint(result.output)
+    data = prepare_data(DataConfig(dataset="half_planes", options={"n": 2000, "seed": 9}))
+    x, y = data.x, data.y
+    with torch.no_grad():
+        e = torch.stack([family[v](x, sigma=0.05) for v in result.report["values"]], dim=1)
+    accuracy = (e.argmin(1) == y).float().mean().item()
+    print(f"discriminative half_planes: accuracy {accuracy:.3f}, loss {result.report['final']['loss']:.3f}")
+    assert result.report["final"]["loss"] < math.log(4) * 0.6  # well below chance (log 4)
+    assert accuracy >= 0.70

@@ -79,6 +79,19 @@ def discriminative_loss(energies: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return loss, (energies.detach().argmin(dim=1) == y).float().mean()
 
 
+def ladder_noise(sigmas: Tensor, seed: int, step: int, batch_size: int, lo: int, x: Tensor) -> tuple[Tensor, Tensor]:
+    """This rank's noise levels ``(b,)`` and standard normal noise ``(b, *event_shape)`` for global batch ``step``.
+
+    Drawn for the whole global batch from ``step_generator(seed, step)`` and sliced at rows ``lo:lo + b``
+    (``b = x.shape[0]``), so a distributed run sees exactly the noise of a single-process run.
+    """
+    b = x.shape[0]
+    g = step_generator(seed, step, 2, x.device)
+    idx = torch.randint(len(sigmas), (batch_size,), generator=g, device=x.device)
+    z = torch.randn(batch_size, *x.shape[1:], generator=g, device=x.device, dtype=x.dtype)
+    return sigmas[idx[lo:lo + b]].to(x.dtype), z[lo:lo + b]
+
+
 def sigma_ladder(sigma_max: float, sigma_min: float, num: int) -> Tensor:
     """``num`` noise levels from ``sigma_max`` down to ``sigma_min``, geometrically spaced."""
     return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), num))
@@ -259,12 +272,8 @@ class DiscriminativeObjective:
     def loss(self, model: nn.Module, network: nn.Module, x: Tensor, cond: Tensor | None, step: int
              ) -> tuple[Tensor, dict[str, Tensor]]:
         """The cross-entropy of this rank's rows ``x: (b, *event_shape)`` with values ``cond: (b,)``."""
-        b = x.shape[0]
-        g = step_generator(self.seed, step, 2, x.device)
-        idx = torch.randint(len(self.sigmas), (self.batch_size,), generator=g, device=x.device)
-        z = torch.randn(self.batch_size, *x.shape[1:], generator=g, device=x.device, dtype=x.dtype)
-        sigma = self.sigmas[idx[self.lo:self.lo + b]].to(x.dtype)
-        x_noisy = x + sigma.view(-1, *([1] * (x.dim() - 1))) * z[self.lo:self.lo + b]
+        sigma, z = ladder_noise(self.sigmas, self.seed, step, self.batch_size, self.lo, x)
+        x_noisy = x + sigma.view(-1, *([1] * (x.dim() - 1))) * z
         energies = self.energies(model, network, x_noisy, sigma)
         loss, accuracy = discriminative_loss(energies, cond)
         return loss, {"loss": loss.detach(), "e_pos": energies.detach().gather(1, cond.view(-1, 1)).mean(),
@@ -308,15 +317,11 @@ class DSMObjective:
     def loss(self, model: nn.Module, network: nn.Module, x: Tensor, cond: Tensor | None, step: int
              ) -> tuple[Tensor, dict[str, Tensor]]:
         """The DSM loss of this rank's rows ``x: (b, *event_shape)`` of global batch ``step``."""
-        b = x.shape[0]
-        g = step_generator(self.seed, step, 2, x.device)
-        idx = torch.randint(len(self.sigmas), (self.batch_size,), generator=g, device=x.device)
-        z = torch.randn(self.batch_size, *x.shape[1:], generator=g, device=x.device, dtype=x.dtype)
-        sigma = self.sigmas[idx[self.lo:self.lo + b]].to(x.dtype)
+        sigma, z = ladder_noise(self.sigmas, self.seed, step, self.batch_size, self.lo, x)
         weight = None
         if self.cfg.weighting == "edm":  # normalised to mean 1 over the ladder: the loss keeps its usual scale
             weight = (1.0 + (sigma / self.cfg.sigma_data).square()) / self.edm_mean
-        loss, energies, grad_norm = dsm_loss(model, x, sigma, z[self.lo:self.lo + b], cond, weight)
+        loss, energies, grad_norm = dsm_loss(model, x, sigma, z, cond, weight)
         return loss, {"loss": loss.detach(), "e_pos": energies.detach().mean(), "grad_norm": grad_norm}
 
     def state(self) -> dict[str, Tensor]:
