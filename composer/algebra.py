@@ -253,6 +253,11 @@ class Product(Energy):
         grouped = {i for idx in batched for i in idx}
         self._singles = [i for i in range(len(parts)) if i not in grouped]
         self._batched = batched
+        # per batched row: the factor on its raw network energy (coefficient x guidance; a complement row's
+        # -g log(1 - p) is g * complement(raw), so it takes |c| x g) and whether it is a complement
+        self._row_weights = [[abs(self.coefficients[i]) * parts[i].guidance if i in self._complement
+                              else self.coefficients[i] * parts[i].guidance for i in idx] for idx in batched]
+        self._row_complement = [[i in self._complement for i in idx] for idx in batched]
 
     @property
     def bases(self) -> list[Energy]:
@@ -278,14 +283,15 @@ class Product(Energy):
                 e, c = complement(e, self._part(i).guidance), -c
             e = e if c == 1.0 else c * e
             total = e if total is None else total + e
-        for idx in self._batched:
-            e = self._batched_energy(idx, x, sigma)
+        for group in range(len(self._batched)):
+            e = self._batched_energy(group, x, sigma)
             total = e if total is None else total + e
         if total is None:  # pragma: no cover - a Product always has terms
             raise CompositionError("empty product")
         return total
 
-    def _batched_energy(self, idx: list[int], x: Tensor, sigma: Any) -> Tensor:
+    def _batched_energy(self, group: int, x: Tensor, sigma: Any) -> Tensor:
+        idx = self._batched[group]
         first: ConditionalEnergy = self._part(idx[0])
         net, nc = first.network, first.network_noise_conditional
         k, b = len(idx), x.shape[0]
@@ -303,19 +309,13 @@ class Product(Energy):
             else:
                 energies = net(xs, conds)
             energies = energies.view(k, b)
-        guidance = [self._part(i).guidance for i in idx]
-        if any(g != 1.0 for g in guidance):
-            energies = torch.tensor(guidance, dtype=energies.dtype, device=energies.device)[:, None] * energies
-        coefs = [self.coefficients[i] for i in idx]
-        if any(i in self._complement for i in idx):
-            rows = [complement(energies[j], guidance[j]) if i in self._complement else energies[j]
-                    for j, i in enumerate(idx)]
-            energies = torch.stack(rows)
-            coefs = [-c if i in self._complement else c for i, c in zip(idx, coefs)]
-        if all(c == 1.0 for c in coefs):
+        if any(self._row_complement[group]):
+            energies = torch.stack([complement(e) if neg else e
+                                    for e, neg in zip(energies, self._row_complement[group])])
+        weights = self._row_weights[group]
+        if all(w == 1.0 for w in weights):
             return energies.sum(0)
-        weights = torch.tensor(coefs, dtype=energies.dtype, device=energies.device)
-        return (weights[:, None] * energies).sum(0)
+        return (torch.tensor(weights, dtype=energies.dtype, device=energies.device)[:, None] * energies).sum(0)
 
     def validate(self) -> None:
         if not self._bases and not any(c > 0 for c in self.coefficients):

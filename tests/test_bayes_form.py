@@ -6,6 +6,8 @@ Every check compares the composed energy with the closed form written out by han
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -114,6 +116,9 @@ def test_a_certain_negated_value_costs_a_finite_energy(world):
     e = (v["a"] & ~v["b"])(x)
     (grad,) = torch.autograd.grad(e.sum(), x)
     assert torch.isfinite(e).all() and torch.isfinite(grad).all()
+    with torch.no_grad():
+        not_b = e - v["a"].base(x) - v["a"].likelihood(x)
+    torch.testing.assert_close(not_b, torch.full_like(not_b, -math.log(-math.expm1(-1e-6))), rtol=0, atol=1e-6)
 
 
 def test_the_formula_is_what_was_written(world):

@@ -8,8 +8,8 @@ levels from ``sigma_max`` down to ``sigma_min`` with step ``step_factor * sigma_
 matched to the level; plain annealed Langevin with few steps lets chains lag behind the ladder and
 stall as noise images), then clamp to ``[0, 1]``. Every expert carries its family's recipe as the
 attribute ``sampling_recipe`` (a dict of ``composer.sample`` keyword arguments) and its ladder as
-``sigmas``; ``recipe_of(energy)`` finds the recipe of any composition, and ``sample`` applies it
-with overrides::
+``sigmas``; ``composer.sample`` finds the recipe of any composition, and ``sample`` below applies it
+with overrides and clamps::
 
     >>> r = Recipe(levels=4, steps_per_level=2)
     >>> [round(s, 3) for s in r.ladder()], r.as_kwargs()["steps"]
@@ -104,18 +104,6 @@ def recipe_for_family(name: str) -> Recipe:
     return FAMILY_RECIPES.get(name, DEFAULT)
 
 
-def recipe_of(energy: Energy) -> dict[str, Any] | None:
-    """The ``sampling_recipe`` of a composition: that of its first expert that has one, else ``None``."""
-    stack = [energy]
-    while stack:
-        node = stack.pop(0)
-        found = getattr(node, "sampling_recipe", None)
-        if found is not None:
-            return dict(found)
-        stack.extend(node.children_energies())
-    return None
-
-
 def sample(energy: Energy, n: int = 64, seed: int = 0, progress: bool = False, **overrides: Any):
     """Sample a composition of shapes experts with its recipe; ``overrides`` replace recipe entries.
 
@@ -123,9 +111,9 @@ def sample(energy: Energy, n: int = 64, seed: int = 0, progress: bool = False, *
         The ``composer.sampling.SampleResult`` with ``x`` clamped to ``[0, 1]``: ``(n, 3, 32, 32)``.
     """
     from composer.sampling import sample as draw
+    from composer.sampling.recipe import recipe_of
 
-    kwargs = recipe_of(energy) or DEFAULT.as_kwargs()
-    kwargs.update(overrides)
-    result = draw(energy, n=n, seed=seed, progress=progress, **kwargs)
+    recipe = True if recipe_of(energy)[0] else DEFAULT.as_kwargs()  # the experts' recipe, else the default
+    result = draw(energy, n=n, seed=seed, progress=progress, recipe=recipe, **overrides)
     result.x = result.x.clamp(0.0, 1.0)
     return result

@@ -12,11 +12,12 @@ from composer_shapes import ATTRIBUTES, generate
 from composer_shapes.experts import FAMILIES, PRIOR_PARTS, family, load_network, make_value, prior, weights_path
 from composer_shapes.nets import ChromaEnergyNet, ViewEnergyNet, build
 from composer_shapes.posteriors import ColorPosterior, ViewPosterior
-from composer_shapes.recipe import Recipe, recipe_of
+from composer_shapes.recipe import Recipe
 from composer_shapes.views import ColorBlind, ColorBlindPooled, make_view
 
 import composer
 from composer.plugins import PluginManager
+from composer.sampling.recipe import recipe_of
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +187,7 @@ def test_recipe_ladder_and_lookup():
     assert kwargs["predictor"] == "ddim"
     assert math.isclose(kwargs["init"](4, generator=torch.Generator().manual_seed(0)).std().item(), 20.0, rel_tol=0.1)
     energy = make_value("shapes.color", "red") & make_value("shapes.shape", "circle")
-    assert recipe_of(energy)["sigmas"] == make_value("shapes.color", "red").sigmas
+    assert recipe_of(energy)[0]["sigmas"] == make_value("shapes.color", "red").sigmas
     with pytest.raises(composer.ComposerError, match="unknown recipe setting"):
         r.replace(temperature=2)
 
