@@ -2,27 +2,30 @@
 
 Every concept value is in Bayes form (``composer.ConditionalEnergy`` with a ``base``):
 
-    E(x | family = value, sigma) = E_prior(x, sigma) - log p_sigma(value | x)
+    E(x | family = value, sigma) = E_prior(x, sigma) - g log p_sigma(value | x)
 
-- ``prior()`` (registered expert ``shapes.prior``): the images, ``p(x)``, as one unconditional
-  noise-conditional denoising energy of the RGB image (``composer_shapes.nets.ViewEnergyNet``,
-  ``weights/prior.safetensors``), trained on the ``train`` split.
-- each family (``shapes.color``, ``shapes.shape``, ``shapes.size``, ``shapes.position``): one noise-conditional
-  posterior network (``composer_shapes.posteriors``, ``weights/<family>.safetensors``) giving
+- ``prior()`` (registered expert ``shapes.prior``): the images, ``p(x) = p(luma) p(chroma | luma)``, the sum of
+  two noise-conditional energies trained on the ``train`` split: the layout part, a denoising energy of the
+  colour-blind view (``composer_shapes.nets.ViewEnergyNet``, ``weights/prior_layout.safetensors``), and the
+  colour part, the mixture over the four colours (``composer_shapes.posteriors.ValueMixture``) of the
+  colour family's class-conditional chroma energies (``weights/color.safetensors``).
+- each family (``shapes.color``, ``shapes.shape``, ``shapes.size``, ``shapes.position``) gives
   ``-log p(value | x)`` for every value from what the concept needs to see:
 
 ============  =======================================================  ==========================
-family        posterior network                                        sees
+family        network (``weights/<family>.safetensors``)               sees
 ============  =======================================================  ==========================
-color         per-pixel 1x1 convolutions on chroma, pooled             colours, not layout
-shape         CNN on the colour-blind view (RGB sum)                   layout, not which colour
-size          CNN on the colour-blind view                             layout, not which colour
-position      CNN on the colour-blind view                             layout, not which colour
+color         Bayes' rule over per-pixel chroma-given-luma energies    colours, not layout
+              (``RayChromaNet``, DSM-trained; g = 1: exact)
+shape         CNN on the colour-blind view (RGB sum), discriminative   layout, not which colour
+size          CNN on the colour-blind view, discriminative             layout, not which colour
+position      CNN on the colour-blind view, discriminative             layout, not which colour
 ============  =======================================================  ==========================
 
 The engine counts the shared prior once in any composition, so ``red & triangle`` is
-``p(x) p(red | x) p(triangle | x)``, the exact ``p(x | red, triangle)`` at noise 0 (attributes of an
-image are independent given the image). Loading never executes code from a file.
+``p(x) p(red | x) p(triangle | x)^g``, the exact ``p(x | red, triangle)`` at noise 0 and g = 1 (attributes of
+an image are independent given the image); for colour it is exactly ``p(luma) p(chroma | luma, red)``.
+Loading never executes code from a file.
 
     >>> from composer_shapes.experts import family
     >>> sorted(family("shapes.color"))
@@ -43,6 +46,7 @@ from torch import nn
 
 from composer import ComposerError, ConditionalEnergy, Energy, FunctionEnergy
 from composer_shapes.nets import build
+from composer_shapes.posteriors import BayesPosterior, Posterior, ValueMixture
 from composer_shapes.recipe import DEFAULT, Recipe, recipe_for_family
 from composer_shapes.world import ATTRIBUTES, IMAGE_SHAPE
 
@@ -50,17 +54,18 @@ WEIGHTS = Path(__file__).parent / "weights"
 FAMILIES: dict[str, str] = {f"shapes.{a}": a for a in ("color", "shape", "size", "position")}
 """Concept family name -> attribute of the world."""
 DOCS = {
-    "shapes.color": "colour of the object: prior - log p(colour | pooled per-pixel chroma), cannot see layout",
+    "shapes.color": "colour of the object: prior - log p(colour | per-pixel chroma given luma), cannot see layout",
     "shapes.shape": "shape of the object: prior - log p(shape | colour-blind view), cannot see which colour",
     "shapes.size": "size of the object: prior - log p(size | colour-blind view), cannot see which colour",
     "shapes.position": "quadrant of the object: prior - log p(position | colour-blind view)",
 }
 
 
-GUIDANCE: dict[str, float] = {name: 10.0 for name in FAMILIES}
-"""Guidance scale ``g`` of each family's posterior (``composer.ConditionalEnergy``'s ``guidance``): measured
-on 16 samples of 8 compositions, g = 1 hardly moved the samples away from the prior's (mean 14%), 4 gave
-16%, 10 gave 50%; 20 or 30 made objects grow between the world's two sizes and colours wash out."""
+GUIDANCE: dict[str, float] = {"shapes.color": 1.0, "shapes.shape": 10.0, "shapes.size": 10.0, "shapes.position": 10.0}
+"""Guidance scale ``g`` of each family's posterior (``composer.ConditionalEnergy``'s ``guidance``). Colour is
+exact Bayes over its own class-conditional energies (g = 1 gives ``p(luma) p(chroma | luma, colour)``; 2 or 3
+pushed background pixels off black). The layout posteriors are discriminative; with g = 1 they hardly moved
+samples away from the prior's, 10 was best of those measured (plugin README)."""
 
 
 def weights_path(name: str) -> Path:
@@ -110,8 +115,28 @@ def _network(name: str) -> tuple[nn.Module, dict[str, Any]]:
     return load_network(weights_path(name))
 
 
-PRIOR_PARTS = ("shapes.prior_layout", "shapes.prior_chroma")
-"""The networks whose energies add up to the prior (``weights/<part>.safetensors``)."""
+def _is_class_conditional_density(net: nn.Module) -> bool:
+    """A family network of ``-log p(x | value)`` (DSM-trained), not of ``-log p(value | x)``."""
+    return not isinstance(net, Posterior) and int(getattr(net, "num_classes", 0)) > 0
+
+
+@cache
+def _posterior(name: str) -> nn.Module:
+    """The network of ``-log p(value | x)`` of family ``name`` (one object, shared by its values)."""
+    net = _network(name)[0]
+    return BayesPosterior(net) if _is_class_conditional_density(net) else net
+
+
+@cache
+def _prior_part(name: str) -> nn.Module:
+    """One part of the prior: an unconditional energy, or the mixture of a family's class-conditional ones."""
+    net = _network(name)[0]
+    return ValueMixture(net) if _is_class_conditional_density(net) else net
+
+
+PRIOR_PARTS = ("shapes.prior_layout", "shapes.color")
+"""The networks whose energies add up to the prior (``weights/<part>.safetensors``): the layout, and the
+colour family's chroma energies mixed over the colours."""
 
 
 class PriorEnergy(nn.Module):
@@ -134,7 +159,7 @@ def prior() -> Energy:
 
     Registered as the expert ``shapes.prior``: ``composer sample shapes.prior`` draws unconditional images.
     """
-    net = PriorEnergy([_network(name)[0] for name in PRIOR_PARTS])
+    net = PriorEnergy([_prior_part(name) for name in PRIOR_PARTS])
     energy = FunctionEnergy(net, IMAGE_SHAPE, (0.0, 1.0), "shapes.prior", noise_conditional=True)
     energy.display_name = "shapes.prior"
     _decorate(energy, DEFAULT)
@@ -162,7 +187,7 @@ def make_value(name: str, value: str, network: nn.Module | None = None, base: En
     values = ATTRIBUTES[attribute]
     if value not in values:
         raise ComposerError(f"'{value}' is not a value of {name}; values: {', '.join(values)}")
-    net = network if network is not None else _network(name)[0]
+    net = network if network is not None else _posterior(name)
     energy = ConditionalEnergy(net, torch.tensor(values.index(value)), IMAGE_SHAPE, (0.0, 1.0), f"{name}={value}",
                                noise_conditional=True, base=base if base is not None else prior(),
                                guidance=GUIDANCE[name])

@@ -258,8 +258,100 @@ class ChromaEnergyNet(PixelEnergyNet):
         return 0.5 * (residual / s).square().flatten(1).sum(1)
 
 
-NETWORKS: dict[str, type[DenoisingEnergy]] = {"shapes_view": ViewEnergyNet, "shapes_pixel": PixelEnergyNet,
-                                              "shapes_chroma": ChromaEnergyNet}
+class RayChromaNet(nn.Module):
+    """Class-conditional energy of each pixel's chroma given its luma: ``-log p_sigma(chroma | luma, c)``.
+
+    A world pixel is ``coverage * brightness * rgb_c``, so its chroma is its luma times a fixed vector of
+    its colour: ``chroma = m * k_c`` (``m``: mean over channels; red ``k = (2, -1, -1)``). The denoised
+    chroma of a noisy pixel therefore lies on that ray at every noise level, and the network is that
+    ray: ``D_c(x) = a(x, sigma) k_c`` with ``k_c`` a learned vector in the chroma plane per value and
+    ``a`` a denoiser of the luma (a small convolutional net on the luma channel only, EDM-preconditioned,
+    shared by all values). The energy is the chroma residual, quadratic everywhere:
+
+        E(x, c, sigma) = || chroma(x) - a(x, sigma) k_c ||^2 / (2 sigma^2)
+
+    so a pixel off its colour's ray is pulled back at any distance (no region the training never
+    reached), and a black pixel (``a = 0``) is pulled to grey-free black. The luma is detached: the
+    gradient lies in the chroma plane, so the expert never moves the layout. ``energies_all`` gives every
+    value in one pass (``a`` does not depend on the value).
+
+    Args:
+        num_classes: values of the family (the colours).
+        width, depth, kernel: channels, number and size of the luma denoiser's convolutions.
+        dim: width of the noise embedding; sigma_data: data scale of the luma (preconditioning).
+        infer_sigma: noise level used when ``sigma`` is not given (concept inference).
+        event_shape, noise_conditional: filled in by ``composer train``.
+    """
+
+    noise_conditional = True
+
+    def __init__(self, num_classes: int = 0, width: int = 16, depth: int = 2, kernel: int = 3, dim: int = 32,
+                 sigma_data: float = 0.2, infer_sigma: float = 0.05, event_shape: list[int] | None = None,
+                 noise_conditional: bool = True):
+        super().__init__()
+        if event_shape is not None and tuple(event_shape) != (3, 32, 32):
+            raise ValueError(f"shapes networks take images of shape (3, 32, 32), got {tuple(event_shape)}")
+        if int(num_classes) < 1:
+            raise ValueError("shapes_ray_chroma is conditional: set [data] labels and values (the colours)")
+        if int(kernel) < 1 or int(kernel) % 2 == 0:
+            raise ValueError(f"kernel must be a positive odd number, got {kernel}")
+        self.num_classes, self.sigma_data, self.infer_sigma = int(num_classes), float(sigma_data), float(infer_sigma)
+        self.rays = nn.Parameter(0.1 * torch.randn(self.num_classes, 3, generator=torch.Generator().manual_seed(0)))
+        self.embed = Embedding(dim, 0)
+        chans = [1] + [int(width)] * int(depth)
+        self.convs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], int(kernel), padding=int(kernel) // 2)
+                                   for i in range(int(depth)))
+        self.films = nn.ModuleList(FiLM(dim, int(width)) for _ in range(int(depth)))
+        self.out = nn.Conv2d(int(width), 1, 1)
+        self.config = {"type": "shapes_ray_chroma", "num_classes": self.num_classes, "width": int(width),
+                       "depth": int(depth), "kernel": int(kernel), "dim": dim, "sigma_data": self.sigma_data,
+                       "infer_sigma": self.infer_sigma}
+
+    def chroma_rays(self) -> Tensor:
+        """The learned ``k_c`` projected onto the chroma plane: ``(K, 3)``."""
+        return self.rays - self.rays.mean(dim=1, keepdim=True)
+
+    def _sigmas(self, x: Tensor, sigma: float | Tensor | None) -> Tensor:
+        sigma = self.infer_sigma if sigma is None else sigma
+        if not (isinstance(sigma, Tensor) and sigma.dim() == 1):
+            sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        return sigma.to(x.dtype)
+
+    def denoised_luma(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
+        """``a(x, sigma)``, the denoised mean over channels of each pixel: ``(B, 3, H, W) -> (B, H, W)``.
+
+        It reads the (detached) luma only and does not depend on the value: the values of the family differ
+        only by their rays, so the colour expert cannot learn a correlation of colour with layout.
+        """
+        sigma = self._sigmas(x, sigma)
+        m = x.mean(dim=1, keepdim=True).detach()
+        s = sigma[:, None, None, None]
+        sd2 = self.sigma_data**2
+        c_in, c_skip = (s.square() + sd2).rsqrt(), sd2 / (s.square() + sd2)
+        c_out = s * self.sigma_data * c_in
+        h, emb = c_in * m, self.embed(sigma, None)
+        for conv, film in zip(self.convs, self.films):
+            h = nn.functional.silu(film(conv(h), emb))
+        return (c_skip * m + c_out * self.out(h))[:, 0]
+
+    def energies_all(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
+        """``E(x, c, sigma)`` of every value: ``(B, 3, 32, 32) -> (B, K)``."""
+        sigma = self._sigmas(x, sigma)
+        a = self.denoised_luma(x, sigma).flatten(1)  # (B, HW)
+        ch = (x - x.mean(dim=1, keepdim=True)).flatten(2)  # (B, 3, HW), the chroma
+        k = self.chroma_rays()  # (K, 3)
+        residual = ch[:, None] - a[:, None, None] * k[None, :, :, None]  # (B, K, 3, HW)
+        return 0.5 * residual.square().sum(dim=(2, 3)) / sigma[:, None].square()
+
+    def forward(self, x: Tensor, cond: Tensor | None = None, sigma: float | Tensor | None = None) -> Tensor:
+        """``E(x, cond, sigma)``: ``(B,)``."""
+        if cond is None:
+            raise ValueError("this network is conditional: pass cond, a (B,) tensor of value indices")
+        return self.energies_all(x, sigma).gather(1, cond.long().view(-1, 1)).squeeze(1)
+
+
+NETWORKS: dict[str, type[nn.Module]] = {"shapes_view": ViewEnergyNet, "shapes_pixel": PixelEnergyNet,
+                                       "shapes_chroma": ChromaEnergyNet, "shapes_ray_chroma": RayChromaNet}
 
 
 def build(config: dict[str, Any]) -> nn.Module:

@@ -7,8 +7,9 @@ Found through the entry point ``[project.entry-points.composer] shapes = "compos
 - concept families ``shapes.color``, ``shapes.shape``, ``shapes.size``, ``shapes.position`` with the
   shipped weights (bare values such as ``red`` or ``top_left`` resolve through the language), each value
   ``E_prior - log p(value | x)`` over the shared prior, the expert ``shapes.prior``;
-- networks ``shapes_view`` (denoising energy) and ``shapes_view_posterior``, ``shapes_color_posterior``
-  (for ``[network]`` in training files);
+- networks ``shapes_view`` (denoising energy of a view), ``shapes_ray_chroma`` (chroma given luma and
+  colour), ``shapes_view_posterior``, and the unshipped alternatives ``shapes_chroma``,
+  ``shapes_color_posterior`` (for ``[network]`` in training files);
 - the command group ``composer eval`` with ``composer eval shapes``.
 """
 
@@ -75,12 +76,14 @@ def register_concepts(register: Callable[..., None]) -> None:
 @composer.hookimpl
 def register_networks(register: Callable[..., None]) -> None:
     """Register the trainable architectures of the families (``composer_shapes.nets``)."""
-    from composer_shapes.nets import ChromaEnergyNet, ViewEnergyNet
+    from composer_shapes.nets import ChromaEnergyNet, RayChromaNet, ViewEnergyNet
     from composer_shapes.posteriors import ColorPosterior, ViewPosterior
 
     register("shapes_view", ViewEnergyNet, doc="denoising energy of a U-Net on a view (colour-blind...) of the image")
     register("shapes_chroma", ChromaEnergyNet,
              doc="per-pixel denoising energy of chroma given luma, with a pooled context (moves colour only)")
+    register("shapes_ray_chroma", RayChromaNet,
+             doc="energy of chroma given luma and colour: each pixel on its colour's ray (moves colour only)")
     register("shapes_view_posterior", ViewPosterior,
              doc="noise-conditional -log p(value | colour-blind view): shape, size, position (moves luma only)")
     register("shapes_color_posterior", ColorPosterior,

@@ -45,7 +45,7 @@ class Recipe:
 
     sigma_max: float = 20.0
     sigma_min: float = 0.008
-    levels: int = 40
+    levels: int = 30
     steps_per_level: int = 2
     step_factor: float = 0.3
     sampler: str = "langevin"

@@ -10,10 +10,11 @@ import pytest
 import torch
 from composer_shapes import ATTRIBUTES, generate
 from composer_shapes.experts import FAMILIES, PRIOR_PARTS, family, load_network, make_value, prior, weights_path
-from composer_shapes.nets import ChromaEnergyNet, ViewEnergyNet, build
-from composer_shapes.posteriors import ColorPosterior, ViewPosterior
+from composer_shapes.nets import ChromaEnergyNet, RayChromaNet, ViewEnergyNet, build
+from composer_shapes.posteriors import BayesPosterior, ColorPosterior, ValueMixture, ViewPosterior
 from composer_shapes.recipe import Recipe
 from composer_shapes.views import ColorBlind, ColorBlindPooled, make_view
+from composer_shapes.world import COLOR_RGB
 
 import composer
 from composer.plugins import PluginManager
@@ -36,7 +37,8 @@ def test_families_and_networks_are_registered(registry):
     assert not registry.failures
     for name, attribute in FAMILIES.items():
         assert registry.concept(name).values == tuple(ATTRIBUTES[attribute])
-    assert set(registry.networks) >= {"shapes_view", "shapes_view_posterior", "shapes_color_posterior"}
+    assert set(registry.networks) >= {"shapes_view", "shapes_view_posterior", "shapes_color_posterior",
+                                      "shapes_ray_chroma"}
     assert registry.make_expert("shapes.prior").formula() == "shapes.prior"
 
 
@@ -82,13 +84,40 @@ def test_concept_inference_reads_the_values_of_real_images():
         assert (e.argmin(1).numpy() == data[attribute]).mean() >= 0.95, name
 
 
-def test_colour_expert_cannot_see_layout(images):
-    """Pooled per-pixel features are invariant to any permutation of the pixels (float32 sums)."""
+def test_colour_values_differ_only_by_their_rays(images):
+    """E(x | c) = ||chroma(x) - a(x) k_c||^2 / 2 sigma^2 with one luma estimate a for all values (float64, 1e-10):
+    a value enters only through its ray, so colour cannot be learned together with layout."""
     red = make_value("shapes.color", "red")
-    perm = torch.randperm(32 * 32, generator=torch.Generator().manual_seed(0))
-    shuffled = images.flatten(2)[:, :, perm].reshape(images.shape)
+    assert isinstance(red.network, BayesPosterior) and isinstance(red.network.net, RayChromaNet)
+    net = RayChromaNet(num_classes=4, width=4, depth=2).double()
+    torch.nn.init.normal_(net.out.weight)  # a nonzero luma correction
+    x, sigma = images.double(), torch.tensor([0.01, 0.1, 1.0, 10.0] * 2, dtype=torch.float64)
+    a, k = net.denoised_luma(x, sigma), net.chroma_rays()
+    chroma = x - x.mean(dim=1, keepdim=True)
+    expected = torch.stack([0.5 * (chroma - a[:, None] * k[c][None, :, None, None]).square().sum((1, 2, 3))
+                            / sigma.square() for c in range(4)], dim=1)
+    torch.testing.assert_close(net.energies_all(x, sigma), expected, rtol=1e-10, atol=0)
+    torch.testing.assert_close(net(x, torch.arange(8) % 4, sigma), expected[torch.arange(8), torch.arange(8) % 4])
+    # the shipped rays are the world's colours: chroma = mean * k_c, e.g. red (2, -1, -1) up to scale
+    world = torch.from_numpy(COLOR_RGB).double()
+    world = (world - world.mean(1, keepdim=True)) / world.mean(1, keepdim=True)
+    shipped = red.network.net.chroma_rays().double()
+    cos = torch.nn.functional.cosine_similarity(shipped, world, dim=1)
+    assert bool((cos > 0.999).all()), cos
+
+
+def test_colour_prior_is_the_mixture_of_the_colour_values(images):
+    """E_chroma(x) = log K - logsumexp_c(-E(x | c)), so prior - log p(c | x) = E_layout + E(x | c) (float32)."""
+    red = make_value("shapes.color", "red")
+    mixture = prior().fn.nets[1]
+    assert isinstance(mixture, ValueMixture) and mixture.net is red.network.net
+    sigma = torch.full((images.shape[0],), 0.2)
     with torch.no_grad():
-        torch.testing.assert_close(red.likelihood(shuffled, 0.2), red.likelihood(images, 0.2), rtol=1e-5, atol=1e-5)
+        e_all = mixture.net.energies_all(images, sigma)
+        torch.testing.assert_close(mixture(images, None, sigma), math.log(4) - torch.logsumexp(-e_all, 1))
+        layout = prior().fn.nets[0](images, None, sigma=sigma)
+        torch.testing.assert_close(red(images, sigma=sigma), layout + e_all[:, 0] + math.log(4),
+                                   rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["shapes.shape", "shapes.size", "shapes.position"])
@@ -132,6 +161,7 @@ def test_views():
                                         (ViewPosterior, {"num_classes": 3, "widths": [4, 8, 8, 8], "hidden": 8}),
                                         (ViewPosterior, {"num_classes": 3, "view": "identity", "widths": [4, 8]}),
                                         (ColorPosterior, {"num_classes": 4, "width": 8, "depth": 1}),
+                                        (RayChromaNet, {"num_classes": 4, "width": 4, "depth": 1}),
                                         (ChromaEnergyNet, {"num_classes": 4, "width": 8, "depth": 2})])
 def test_networks_rebuild_from_their_config(cls, kwargs):
     torch.manual_seed(0)
@@ -160,17 +190,18 @@ def test_energy_gradient_is_the_residual_at_large_noise():
 
 
 def test_shipped_weights_load_without_pickle():
-    total = 0
-    for name in [*FAMILIES, *PRIOR_PARTS]:
+    total, kinds = 0, {}
+    for name in dict.fromkeys([*FAMILIES, *PRIOR_PARTS]):
         path = weights_path(name)
         total += path.stat().st_size
         net, meta = load_network(path)
-        if name in PRIOR_PARTS:
-            assert meta["config"]["type"] in ("shapes_view", "shapes_chroma") and net.num_classes == 0
-        else:
-            assert meta["config"]["type"] in ("shapes_view_posterior", "shapes_color_posterior")
-            assert net.num_classes == len(ATTRIBUTES[FAMILIES[name]])
+        kinds[name] = meta["config"]["type"]
+        classes = 0 if name == "shapes.prior_layout" else len(ATTRIBUTES[FAMILIES[name]])
+        assert net.num_classes == classes
         assert meta["recipe"]["data"]["options"]["split"] == "train"
+    assert kinds == {"shapes.color": "shapes_ray_chroma", "shapes.shape": "shapes_view_posterior",
+                     "shapes.size": "shapes_view_posterior", "shapes.position": "shapes_view_posterior",
+                     "shapes.prior_layout": "shapes_view"}
     assert total < 4_000_000
     with pytest.raises(composer.ComposerError, match="not found"):
         load_network(weights_path(name).with_name("missing.safetensors"))
@@ -192,12 +223,13 @@ def test_recipe_ladder_and_lookup():
         r.replace(temperature=2)
 
 
-def test_chroma_prior_never_moves_luma():
-    """The chroma energy's gradient has zero component along (1, 1, 1) at every pixel (float32 rounding)."""
+@pytest.mark.parametrize("net,cond", [(ChromaEnergyNet(num_classes=0, width=8, depth=2), None),
+                                      (RayChromaNet(num_classes=4, width=4, depth=2), torch.tensor([0, 1, 3]))])
+def test_chroma_energies_never_move_luma(net, cond):
+    """A chroma energy's gradient has zero component along (1, 1, 1) at every pixel (float32 rounding)."""
     torch.manual_seed(0)
-    net = ChromaEnergyNet(num_classes=0, width=8, depth=2)
     x = torch.rand(3, 3, 32, 32, requires_grad=True)
-    e = net(x, None, sigma=torch.tensor([0.05, 0.5, 5.0]))
+    e = net(x, cond, sigma=torch.tensor([0.05, 0.5, 5.0]))
     (g,) = torch.autograd.grad(e.sum(), x)
     assert g.abs().max() > 0
     torch.testing.assert_close(g.sum(dim=1), torch.zeros(3, 32, 32), rtol=0, atol=1e-5 * g.abs().max().item())
