@@ -265,19 +265,20 @@ class RayChromaNet(nn.Module):
     its colour: ``chroma = m * k_c`` (``m``: mean over channels; red ``k = (2, -1, -1)``). The denoised
     chroma of a noisy pixel therefore lies on that ray at every noise level, and the network is that
     ray: ``D_c(x) = a(x, sigma) k_c`` with ``k_c`` a learned vector in the chroma plane per value and
-    ``a`` a denoiser of the luma (a small convolutional net on the luma channel only, EDM-preconditioned,
-    shared by all values). The energy is the chroma residual, quadratic everywhere:
+    ``a`` a learned function of the luma (a small convolutional net on the luma channel only,
+    EDM-preconditioned around the luma, shared by all values; only the product ``a k_c`` is determined,
+    not how its scale splits between the two). The energy is the chroma residual, quadratic everywhere:
 
         E(x, c, sigma) = || chroma(x) - a(x, sigma) k_c ||^2 / (2 sigma^2)
 
-    so a pixel off its colour's ray is pulled back at any distance (no region the training never
-    reached), and a black pixel (``a = 0``) is pulled to grey-free black. The luma is detached: the
+    so a pixel off its colour's ray is pulled back from any distance (there is no region the training
+    never reached), and the chroma of a black pixel (``a = 0``) is pulled to 0. The luma is detached: the
     gradient lies in the chroma plane, so the expert never moves the layout. ``energies_all`` gives every
     value in one pass (``a`` does not depend on the value).
 
     Args:
         num_classes: values of the family (the colours).
-        width, depth, kernel: channels, number and size of the luma denoiser's convolutions.
+        width, depth, kernel: channels, number and size of the convolutions of the luma net ``a``.
         dim: width of the noise embedding; sigma_data: data scale of the luma (preconditioning).
         infer_sigma: noise level used when ``sigma`` is not given (concept inference).
         event_shape, noise_conditional: filled in by ``composer train``.
@@ -317,8 +318,8 @@ class RayChromaNet(nn.Module):
             sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
         return sigma.to(x.dtype)
 
-    def denoised_luma(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
-        """``a(x, sigma)``, the denoised mean over channels of each pixel: ``(B, 3, H, W) -> (B, H, W)``.
+    def ray_coefficients(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
+        """``a(x, sigma)``, how far along its colour's ray each pixel's chroma lies: ``(B, 3, H, W) -> (B, H, W)``.
 
         It reads the (detached) luma only and does not depend on the value: the values of the family differ
         only by their rays, so the colour expert cannot learn a correlation of colour with layout.
@@ -337,7 +338,7 @@ class RayChromaNet(nn.Module):
     def energies_all(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
         """``E(x, c, sigma)`` of every value: ``(B, 3, 32, 32) -> (B, K)``."""
         sigma = self._sigmas(x, sigma)
-        a = self.denoised_luma(x, sigma).flatten(1)  # (B, HW)
+        a = self.ray_coefficients(x, sigma).flatten(1)  # (B, HW)
         ch = (x - x.mean(dim=1, keepdim=True)).flatten(2)  # (B, 3, HW), the chroma
         k = self.chroma_rays()  # (K, 3)
         residual = ch[:, None] - a[:, None, None] * k[None, :, :, None]  # (B, K, 3, HW)

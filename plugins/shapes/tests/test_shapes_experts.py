@@ -92,7 +92,7 @@ def test_colour_values_differ_only_by_their_rays(images):
     net = RayChromaNet(num_classes=4, width=4, depth=2).double()
     torch.nn.init.normal_(net.out.weight)  # a nonzero luma correction
     x, sigma = images.double(), torch.tensor([0.01, 0.1, 1.0, 10.0] * 2, dtype=torch.float64)
-    a, k = net.denoised_luma(x, sigma), net.chroma_rays()
+    a, k = net.ray_coefficients(x, sigma), net.chroma_rays()
     chroma = x - x.mean(dim=1, keepdim=True)
     expected = torch.stack([0.5 * (chroma - a[:, None] * k[c][None, :, None, None]).square().sum((1, 2, 3))
                             / sigma.square() for c in range(4)], dim=1)
