@@ -12,7 +12,12 @@ so ``-grad E`` approximates the score of the noised data and denoising score mat
 weighting (``0.5 || sigma grad_x E - z ||^2``) sees unit-scale targets at every noise level.
 
 ``ViewEnergyNet`` (registered network ``shapes_view``): ``F`` is a small U-Net with FiLM conditioning
-on a view of the image (``composer_shapes.views``); the shipped prior uses it on the whole image.
+on a view of the image (``composer_shapes.views``); the shipped prior's layout part uses it on the
+colour-blind view.
+
+``RayChromaNet`` (``shapes_ray_chroma``, the shipped colour family) is the exception to the residual form:
+``E(x, c) = || chroma(x) - a(x, sigma) k_c ||^2 / 2 sigma^2``, a ray per colour (see its docstring).
+``ChromaEnergyNet`` and ``PixelEnergyNet`` are unshipped alternatives (plugin README, lab notes).
 
 All expose ``.config`` (JSON-able constructor arguments) so a checkpoint rebuilds them without code.
 """
@@ -265,15 +270,16 @@ class RayChromaNet(nn.Module):
     its colour: ``chroma = m * k_c`` (``m``: mean over channels; red ``k = (2, -1, -1)``). The denoised
     chroma of a noisy pixel therefore lies on that ray at every noise level, and the network is that
     ray: ``D_c(x) = a(x, sigma) k_c`` with ``k_c`` a learned vector in the chroma plane per value and
-    ``a`` a learned function of the luma (a small convolutional net on the luma channel only,
-    EDM-preconditioned around the luma, shared by all values; only the product ``a k_c`` is determined,
-    not how its scale splits between the two). The energy is the chroma residual, quadratic everywhere:
+    ``a`` a learned function of the luma (a small convolutional net on the luma channel only, with
+    EDM's skip connection on the luma, shared by all values; only the product ``a k_c`` is determined,
+    not how its scale splits between the two: the shipped rays are ~0.1 of the world's length).
+    The energy is the chroma residual, quadratic everywhere:
 
         E(x, c, sigma) = || chroma(x) - a(x, sigma) k_c ||^2 / (2 sigma^2)
 
     so a pixel off its colour's ray is pulled back from any distance (there is no region the training
-    never reached), and the chroma of a black pixel (``a = 0``) is pulled to 0. The luma is detached: the
-    gradient lies in the chroma plane, so the expert never moves the layout. ``energies_all`` gives every
+    never reached), and the chroma of a black pixel (learned ``a`` ~ 0) is pulled to 0. The luma is
+    detached: the gradient lies in the chroma plane, so the expert never moves the layout. ``energies_all`` gives every
     value in one pass (``a`` does not depend on the value).
 
     Args:
@@ -316,7 +322,7 @@ class RayChromaNet(nn.Module):
         sigma = self.infer_sigma if sigma is None else sigma
         if not (isinstance(sigma, Tensor) and sigma.dim() == 1):
             sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        return sigma.to(x.dtype)
+        return sigma.to(device=x.device, dtype=x.dtype)
 
     def ray_coefficients(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
         """``a(x, sigma)``, how far along its colour's ray each pixel's chroma lies: ``(B, 3, H, W) -> (B, H, W)``.

@@ -56,7 +56,7 @@ def register_experts(register: Callable[..., None]) -> None:
     """Register ``shapes.prior``, the unconditional prior every concept value shares."""
 
     def shapes_prior() -> composer.Energy:
-        """p(x) of the shapes world: unconditional denoising energy of the RGB image (train split)"""
+        """p(x) of the shapes world (train split): layout of the colour-blind view + chroma mixed over the colours"""
         from composer_shapes.experts import prior
 
         return prior()

@@ -6,8 +6,9 @@ network only says how likely each of its values is given a (noised) image. Its e
 log-posterior, normalised over the family's values, so a product of values of *different* families is
 ``p(x) p(c1 | x) p(c2 | x)``: the prior is counted once, and since the attributes are functions of the
 image they are independent given it, which makes the product the exact conditional ``p(x | c1, c2)`` at
-noise level 0. Trained with ``composer train`` and ``objective = "discriminative"`` (cross-entropy over the
-values on images noised with a random ``sigma`` of the sampling ladder).
+noise level 0. Two kinds: networks trained with ``composer train`` and ``objective = "discriminative"``
+(cross-entropy over the values on images noised with a random ``sigma`` of the sampling ladder), and
+``BayesPosterior``, Bayes' rule over a DSM-trained class-conditional network (the colour family).
 
 Each network sees only what its concept needs (invariance by scope), and so pushes only that:
 
@@ -23,7 +24,8 @@ Each network sees only what its concept needs (invariance by scope), and so push
   once it is confident it stops pushing, and colours stayed washed out (plugin README).
 
 Networks are ``net(x, cond, sigma=None) -> (B,)`` for ``x: (B, 3, 32, 32)``, ``cond: (B,)`` value indices;
-``energies_all(x, sigma) -> (B, K)`` gives every value at once. ``.config`` rebuilds them without code.
+``energies_all(x, sigma) -> (B, K)`` gives every value at once. ``.config`` rebuilds the trained networks
+without code; ``BayesPosterior`` and ``ValueMixture`` are wrappers built around a loaded network.
 """
 
 from __future__ import annotations
@@ -146,13 +148,26 @@ class ColorPosterior(Posterior):
         return self.head(pooled)
 
 
+def all_values(net: nn.Module, x: Tensor, sigma: Any = None) -> Tensor:
+    """``E(x, c, sigma)`` of every value ``c`` of a class-conditional network: ``(B, 3, 32, 32) -> (B, K)``.
+
+    Its ``energies_all`` when it has one, else one call on the ``K * B`` stacked rows.
+    """
+    if callable(getattr(net, "energies_all", None)):
+        return net.energies_all(x, sigma)
+    b, k = x.shape[0], int(net.num_classes)
+    sigmas = _sigmas(sigma, x, float(getattr(net, "infer_sigma", 0.1)))
+    cond = torch.arange(k, device=x.device).repeat_interleave(b)
+    return net(x.repeat(k, 1, 1, 1), cond, sigma=sigmas.repeat(k)).view(k, b).t()
+
+
 class BayesPosterior(nn.Module):
     """``-log p_sigma(c | x)`` from class-conditional energies by Bayes' rule (uniform prior over values).
 
-    Wraps a network with ``energies_all(x, sigma) -> (B, K)`` giving ``E(x | c) = -log p_sigma(x | c)`` up to
-    a constant shared by the values (``composer_shapes.nets.RayChromaNet``): the posterior is the softmax
-    of ``-E`` over the values, and ``ValueMixture`` of the same network is the matching prior, so
-    ``prior - log p(c | x) = E(x | c)`` exactly (up to a constant).
+    Wraps a class-conditional network giving ``E(x | c) = -log p_sigma(x | c)`` up to a constant shared by
+    the values (``composer_shapes.nets.RayChromaNet``; any DSM-trained one, see ``all_values``): the
+    posterior is the softmax of ``-E`` over the values, and ``ValueMixture`` of the same network is the
+    matching prior, so ``prior - log p(c | x) = E(x | c)`` exactly (up to a constant).
     """
 
     noise_conditional = True
@@ -160,11 +175,11 @@ class BayesPosterior(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.num_classes, self.infer_sigma = int(net.num_classes), float(net.infer_sigma)
+        self.num_classes, self.infer_sigma = int(net.num_classes), float(getattr(net, "infer_sigma", 0.1))
 
     def energies_all(self, x: Tensor, sigma: Any = None) -> Tensor:
         """``-log p_sigma(c | x)`` of every value: ``(B, 3, 32, 32) -> (B, K)``."""
-        return -torch.log_softmax(-self.net.energies_all(x, sigma), dim=1)
+        return -torch.log_softmax(-all_values(self.net, x, sigma), dim=1)
 
     def forward(self, x: Tensor, cond: Tensor | None = None, sigma: Any = None) -> Tensor:
         """``-log p_sigma(cond | x)``: ``(B,)``."""
@@ -188,7 +203,7 @@ class ValueMixture(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor, cond: Tensor | None = None, sigma: Any = None) -> Tensor:
-        e = self.net.energies_all(x, sigma)
+        e = all_values(self.net, x, sigma)
         return math.log(e.shape[1]) - torch.logsumexp(-e, dim=1)
 
 

@@ -12,8 +12,8 @@ from composer_shapes.world import ATTRIBUTES
 
 HELDOUT_FLOOR = 0.8
 """Mean joint accuracy over the three held-out pairs, 16 samples each (seeds 0-2): the issue's target for
-held-out pairs. Measured 1.0 (48 of 48); `composer eval shapes` (N = 64) measures 96.4%. A floor at the
-target is ~3.5 binomial standard errors (n = 48, p = 0.96) below the full evaluation's figure, so only a
+held-out pairs. Measured 1.0 (48 of 48); `composer eval shapes` (N = 64) measures 96.4%. The floor is
+~5.8 binomial standard errors (n = 48, p = 0.964: 0.027) below the full evaluation's figure, so only a
 real regression of the shipped weights or the recipe trips it. The previous designs measured 0.31 and 0.06."""
 RED_TRIANGLE_FLOOR = 0.75
 """Joint accuracy of `red & triangle` (16 samples, seed 0); measured 1.0 (98% at N = 64)."""

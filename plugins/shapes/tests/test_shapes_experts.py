@@ -97,6 +97,13 @@ def test_colour_values_differ_only_by_their_rays(images):
     expected = torch.stack([0.5 * (chroma - a[:, None] * k[c][None, :, None, None]).square().sum((1, 2, 3))
                             / sigma.square() for c in range(4)], dim=1)
     torch.testing.assert_close(net.energies_all(x, sigma), expected, rtol=1e-10, atol=0)
+    # a reads the luma only: moving every pixel within the chroma plane leaves it unchanged
+    shifted = x + 0.3 * torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64)[None, :, None, None]
+    torch.testing.assert_close(net.ray_coefficients(shifted, sigma), a, rtol=0, atol=1e-14)  # mean's rounding
+    # one noise level as a float, a 0-d tensor or a (B,) tensor: the same energies
+    same = net.energies_all(x, torch.full((8,), 0.1, dtype=torch.float64))
+    for s in (0.1, torch.tensor(0.1, dtype=torch.float64)):
+        torch.testing.assert_close(net.energies_all(x, s), same, rtol=1e-12, atol=0)
     torch.testing.assert_close(net(x, torch.arange(8) % 4, sigma), expected[torch.arange(8), torch.arange(8) % 4])
     # the shipped rays are the world's colours: chroma = mean * k_c, e.g. red (2, -1, -1) up to scale
     world = torch.from_numpy(COLOR_RGB).double()
@@ -104,6 +111,21 @@ def test_colour_values_differ_only_by_their_rays(images):
     shipped = red.network.net.chroma_rays().double()
     cos = torch.nn.functional.cosine_similarity(shipped, world, dim=1)
     assert bool((cos > 0.999).all()), cos
+
+
+def test_bayes_wrappers_take_networks_without_energies_all(images):
+    """A class-conditional network with only ``net(x, cond, sigma)`` (the unshipped ``shapes_chroma``) gets one
+    stacked call; a network passed to ``make_value`` goes through Bayes' rule too (float32, 1e-5)."""
+    torch.manual_seed(0)
+    net = ChromaEnergyNet(num_classes=4, width=8, depth=2)
+    sigma = torch.full((images.shape[0],), 0.5)
+    with torch.no_grad():
+        e = torch.stack([net(images, torch.full((images.shape[0],), c), sigma=sigma) for c in range(4)], dim=1)
+        torch.testing.assert_close(BayesPosterior(net).energies_all(images, sigma), -torch.log_softmax(-e, 1))
+        torch.testing.assert_close(ValueMixture(net)(images, None, sigma), math.log(4) - torch.logsumexp(-e, 1))
+        blue = make_value("shapes.color", "blue", network=net)
+        assert isinstance(blue.network, BayesPosterior)
+        torch.testing.assert_close(blue.likelihood(images, sigma), -torch.log_softmax(-e, 1)[:, 2])
 
 
 def test_colour_prior_is_the_mixture_of_the_colour_values(images):
@@ -223,11 +245,12 @@ def test_recipe_ladder_and_lookup():
         r.replace(temperature=2)
 
 
-@pytest.mark.parametrize("net,cond", [(ChromaEnergyNet(num_classes=0, width=8, depth=2), None),
-                                      (RayChromaNet(num_classes=4, width=4, depth=2), torch.tensor([0, 1, 3]))])
-def test_chroma_energies_never_move_luma(net, cond):
+@pytest.mark.parametrize("make,cond", [(lambda: ChromaEnergyNet(num_classes=0, width=8, depth=2), None),
+                                       (lambda: RayChromaNet(num_classes=4, width=4, depth=2), [0, 1, 3])])
+def test_chroma_energies_never_move_luma(make, cond):
     """A chroma energy's gradient has zero component along (1, 1, 1) at every pixel (float32 rounding)."""
     torch.manual_seed(0)
+    net, cond = make(), None if cond is None else torch.tensor(cond)
     x = torch.rand(3, 3, 32, 32, requires_grad=True)
     e = net(x, cond, sigma=torch.tensor([0.05, 0.5, 5.0]))
     (g,) = torch.autograd.grad(e.sum(), x)
