@@ -78,6 +78,20 @@ def cpu_time(fn) -> float:
     return time.process_time() - t0
 
 
+def interleaved(composer_run, hand_run, rounds: int) -> tuple[dict[str, list[float]], list[float]]:
+    """CPU times of both contenders over ``rounds`` rounds (shuffled order each), and the paired ratios."""
+    times: dict[str, list[float]] = {"composer": [], "hand-written": []}
+    ratios = []
+    for _ in range(rounds):
+        order = [("composer", composer_run), ("hand-written", hand_run)]
+        random.shuffle(order)
+        t = {who: cpu_time(run) for who, run in order}
+        ratios.append(t["composer"] / t["hand-written"])
+        for who in t:
+            times[who].append(t[who])
+    return times, ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="rounds of the whole-sample comparison")
@@ -108,14 +122,8 @@ def main() -> None:
     print(f"same energy: max |diff| / max |E| = {((e_c - e_h).abs().max() / e_h.abs().max()).item():.1e}, "
           f"gradient {((g_c - g_h).abs().max() / g_h.abs().max()).item():.1e}")
 
-    ratios, times = [], {"composer": [], "hand-written": []}
-    for _ in range(max(20, 3 * args.rounds)):
-        order = [("composer", composer_fn), ("hand-written", hand_fn)]
-        random.shuffle(order)
-        t = {who: cpu_time(lambda f=f: grad_of(f, x, sigma)) for who, f in order}
-        ratios.append(t["composer"] / t["hand-written"])
-        for who in t:
-            times[who].append(t[who])
+    times, ratios = interleaved(lambda: grad_of(composer_fn, x, sigma), lambda: grad_of(hand_fn, x, sigma),
+                                max(20, 3 * args.rounds))
     print(f"evaluation: hand-written {statistics.median(times['hand-written']) * 1e3:.1f} ms, composer "
           f"{statistics.median(times['composer']) * 1e3:.1f} ms, median ratio {statistics.median(ratios):.3f} "
           f"({len(ratios)} rounds)")
@@ -133,15 +141,8 @@ def main() -> None:
                            gen).clamp(0, 1)
 
     diff = (run_composer() - run_hand()).abs().max().item()
-    print(f"sample: largest pixel difference between the two contenders {diff:.2e} (same noise stream when 0)")
-    ratios, times = [], {"composer": [], "hand-written": []}
-    for _ in range(args.rounds):
-        order = [("composer", run_composer), ("hand-written", run_hand)]
-        random.shuffle(order)
-        t = {who: cpu_time(f) for who, f in order}
-        ratios.append(t["composer"] / t["hand-written"])
-        for who in t:
-            times[who].append(t[who])
+    print(f"sample: largest pixel difference between the two contenders {diff:.2e} (both draw the same noise)")
+    times, ratios = interleaved(run_composer, run_hand, args.rounds)
     print(f"sample: hand-written {statistics.median(times['hand-written']):.2f} s, composer "
           f"{statistics.median(times['composer']):.2f} s, median ratio {statistics.median(ratios):.3f} "
           f"(min ratio {min(times['composer']) / min(times['hand-written']):.3f}, {args.rounds} rounds)")
