@@ -255,6 +255,18 @@ class ConditionalEnergy(Energy):
         return part
 
 
+def stacked_values(call: Callable[..., Tensor], x: Tensor, num_values: int, sigma: Tensor) -> Tensor:
+    """Energies of every value from one call on the ``K * B`` stacked rows: ``(B, *event), (B,) -> (B, K)``.
+
+    ``call(x, cond, sigma=...)`` is a conditional network (or its DDP wrapper); row ``c * B + i`` is image
+    ``i`` at value ``c``. For networks without ``energies_all``.
+    """
+    b = x.shape[0]
+    cond = torch.arange(num_values, device=x.device).repeat_interleave(b)
+    e = call(x.repeat(num_values, *([1] * (x.dim() - 1))), cond, sigma=sigma.repeat(num_values))
+    return e.view(num_values, b).t()
+
+
 def complement(energy: Tensor, guidance: float = 1.0) -> Tensor:
     """``-g log(1 - p)`` from ``energy = -g log p`` (``(B,)``): the energy of the event *not c*.
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from composer.energy import Energy
+from composer.energy import Energy, stacked_values
 from composer.training.config import CDConfig, DSMConfig
 from composer.training.data import step_generator
 
@@ -264,10 +264,7 @@ class DiscriminativeObjective:
         """``(B, K)`` energies of every value for ``x: (B, *event_shape)`` at noise ``sigma: (B,)``."""
         if model is network and callable(getattr(network, "energies_all", None)):
             return network.energies_all(x, sigma)
-        b, k = x.shape[0], self.num_values
-        cond = torch.arange(k, device=x.device).repeat_interleave(b)
-        e = model(x.repeat(k, *([1] * (x.dim() - 1))), cond, sigma=sigma.repeat(k))
-        return e.view(k, b).t()
+        return stacked_values(model, x, self.num_values, sigma)
 
     def loss(self, model: nn.Module, network: nn.Module, x: Tensor, cond: Tensor | None, step: int
              ) -> tuple[Tensor, dict[str, Tensor]]:

@@ -33,6 +33,21 @@ from torch import Tensor, nn
 from composer_shapes.views import make_view
 
 
+def noise_levels(sigma: Any, x: Tensor, default: float) -> Tensor:
+    """``sigma`` (``None``: ``default``; a float, a 0-d or a ``(B,)`` tensor) as a ``(B,)`` tensor like ``x``."""
+    sigma = default if sigma is None else sigma
+    if isinstance(sigma, Tensor) and sigma.dim() == 1:
+        return sigma.to(device=x.device, dtype=x.dtype)
+    return torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+
+
+def pick(energies: Tensor, cond: Tensor | None) -> Tensor:
+    """Column ``cond[i]`` of row ``i``: ``(B, K), (B,) -> (B,)`` (a conditional network's ``forward``)."""
+    if cond is None:
+        raise ValueError("this network is conditional: pass cond, a (B,) tensor of value indices")
+    return energies.gather(1, cond.long().view(-1, 1)).squeeze(1)
+
+
 class Embedding(nn.Module):
     """Embedding of ``(log sigma, value)``: ``(B,), (B,) -> (B, dim)``."""
 
@@ -128,10 +143,7 @@ class DenoisingEnergy(nn.Module):
     def forward(self, x: Tensor, cond: Tensor | None = None, sigma: float | Tensor | None = None) -> Tensor:
         """Energies ``(B,)`` of ``x: (B, 3, 32, 32)`` for values ``cond: (B,)`` at noise ``sigma``
         (``None``: ``infer_sigma``, the level used for concept inference)."""
-        b = x.shape[0]
-        sigma = self.infer_sigma if sigma is None else sigma
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(b) if not (
-            isinstance(sigma, Tensor) and sigma.dim() == 1) else sigma.to(x.dtype)
+        sigma = noise_levels(sigma, x, self.infer_sigma)
         v = self.view(x)
         s = (sigma * self.view.noise_scale)[:, None, None, None]
         sd2 = self.sigma_data**2
@@ -246,11 +258,7 @@ class ChromaEnergyNet(PixelEnergyNet):
         self.config["type"] = "shapes_chroma"
 
     def forward(self, x: Tensor, cond: Tensor | None = None, sigma: float | Tensor | None = None) -> Tensor:
-        b = x.shape[0]
-        sigma = self.infer_sigma if sigma is None else sigma
-        if not (isinstance(sigma, Tensor) and sigma.dim() == 1):
-            sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(b)
-        sigma = sigma.to(x.dtype)
+        sigma = noise_levels(sigma, x, self.infer_sigma)
         lum = luma(x)
         seen = x - lum + lum.detach()
         s = sigma[:, None, None, None]
@@ -318,19 +326,13 @@ class RayChromaNet(nn.Module):
         """The learned ``k_c`` projected onto the chroma plane: ``(K, 3)``."""
         return self.rays - self.rays.mean(dim=1, keepdim=True)
 
-    def _sigmas(self, x: Tensor, sigma: float | Tensor | None) -> Tensor:
-        sigma = self.infer_sigma if sigma is None else sigma
-        if not (isinstance(sigma, Tensor) and sigma.dim() == 1):
-            sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        return sigma.to(device=x.device, dtype=x.dtype)
-
     def ray_coefficients(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
         """``a(x, sigma)``, how far along its colour's ray each pixel's chroma lies: ``(B, 3, H, W) -> (B, H, W)``.
 
         It reads the (detached) luma only and does not depend on the value: the values of the family differ
         only by their rays, so the colour expert cannot learn a correlation of colour with layout.
         """
-        sigma = self._sigmas(x, sigma)
+        sigma = noise_levels(sigma, x, self.infer_sigma)
         m = x.mean(dim=1, keepdim=True).detach()
         s = sigma[:, None, None, None]
         sd2 = self.sigma_data**2
@@ -343,7 +345,7 @@ class RayChromaNet(nn.Module):
 
     def energies_all(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
         """``E(x, c, sigma)`` of every value: ``(B, 3, 32, 32) -> (B, K)``."""
-        sigma = self._sigmas(x, sigma)
+        sigma = noise_levels(sigma, x, self.infer_sigma)
         a = self.ray_coefficients(x, sigma).flatten(1)  # (B, HW)
         ch = (x - x.mean(dim=1, keepdim=True)).flatten(2)  # (B, 3, HW), the chroma
         k = self.chroma_rays()  # (K, 3)
@@ -352,9 +354,7 @@ class RayChromaNet(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor | None = None, sigma: float | Tensor | None = None) -> Tensor:
         """``E(x, cond, sigma)``: ``(B,)``."""
-        if cond is None:
-            raise ValueError("this network is conditional: pass cond, a (B,) tensor of value indices")
-        return self.energies_all(x, sigma).gather(1, cond.long().view(-1, 1)).squeeze(1)
+        return pick(self.energies_all(x, sigma), cond)
 
 
 NETWORKS: dict[str, type[nn.Module]] = {"shapes_view": ViewEnergyNet, "shapes_pixel": PixelEnergyNet,

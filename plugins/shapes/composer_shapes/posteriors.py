@@ -36,15 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from composer_shapes.nets import Embedding, FiLM, luma
+from composer.energy import stacked_values
+from composer_shapes.nets import Embedding, FiLM, luma, noise_levels, pick
 from composer_shapes.views import make_view
-
-
-def _sigmas(sigma: Any, x: Tensor, default: float) -> Tensor:
-    sigma = default if sigma is None else sigma
-    if isinstance(sigma, Tensor) and sigma.dim() == 1:
-        return sigma.to(x.dtype)
-    return torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
 
 
 class Posterior(nn.Module):
@@ -68,13 +62,11 @@ class Posterior(nn.Module):
 
     def energies_all(self, x: Tensor, sigma: Any = None) -> Tensor:
         """``-log p_sigma(c | x)`` of every value ``c``: ``(B, 3, 32, 32) -> (B, K)``."""
-        return -torch.log_softmax(self.logits(x, _sigmas(sigma, x, self.infer_sigma)), dim=1)
+        return -torch.log_softmax(self.logits(x, noise_levels(sigma, x, self.infer_sigma)), dim=1)
 
     def forward(self, x: Tensor, cond: Tensor | None = None, sigma: Any = None) -> Tensor:
         """``-log p_sigma(cond | x)``: ``(B,)`` (``sigma=None``: ``infer_sigma``, for concept inference)."""
-        if cond is None:
-            raise ValueError("a posterior network is conditional: pass cond, a (B,) tensor of value indices")
-        return self.energies_all(x, sigma).gather(1, cond.long().view(-1, 1)).squeeze(1)
+        return pick(self.energies_all(x, sigma), cond)
 
 
 class ViewPosterior(Posterior):
@@ -155,10 +147,7 @@ def all_values(net: nn.Module, x: Tensor, sigma: Any = None) -> Tensor:
     """
     if callable(getattr(net, "energies_all", None)):
         return net.energies_all(x, sigma)
-    b, k = x.shape[0], int(net.num_classes)
-    sigmas = _sigmas(sigma, x, float(getattr(net, "infer_sigma", 0.1)))
-    cond = torch.arange(k, device=x.device).repeat_interleave(b)
-    return net(x.repeat(k, 1, 1, 1), cond, sigma=sigmas.repeat(k)).view(k, b).t()
+    return stacked_values(net, x, int(net.num_classes), noise_levels(sigma, x, float(net.infer_sigma)))
 
 
 class BayesPosterior(nn.Module):
@@ -175,7 +164,7 @@ class BayesPosterior(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.num_classes, self.infer_sigma = int(net.num_classes), float(getattr(net, "infer_sigma", 0.1))
+        self.num_classes, self.infer_sigma = int(net.num_classes), float(net.infer_sigma)
 
     def energies_all(self, x: Tensor, sigma: Any = None) -> Tensor:
         """``-log p_sigma(c | x)`` of every value: ``(B, 3, 32, 32) -> (B, K)``."""
@@ -183,9 +172,7 @@ class BayesPosterior(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor | None = None, sigma: Any = None) -> Tensor:
         """``-log p_sigma(cond | x)``: ``(B,)``."""
-        if cond is None:
-            raise ValueError("a posterior network is conditional: pass cond, a (B,) tensor of value indices")
-        return self.energies_all(x, sigma).gather(1, cond.long().view(-1, 1)).squeeze(1)
+        return pick(self.energies_all(x, sigma), cond)
 
 
 class ValueMixture(nn.Module):
