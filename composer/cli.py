@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -278,18 +277,10 @@ def _write_npz(path: Path, **arrays: Any) -> None:
     """Write an .npz atomically (temp file in the same folder + rename)."""
     import numpy as np
 
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from composer.atomic import atomic_write
+
+    with atomic_write(path) as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
 def _add_plugin_commands() -> None:

@@ -16,7 +16,6 @@ A trained file becomes an expert with no code::
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _st_save
 from torch import Tensor, nn
 
+from composer.atomic import atomic_write_bytes, remove_stale_temporaries
 from composer.energy import ConditionalEnergy, Energy, FunctionEnergy
 from composer.errors import CheckpointError
 
@@ -40,30 +40,11 @@ _STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
 
 
 # -- raw files ----------------------------------------------------------------------------------------
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-
-
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:
     """Atomically write ``tensors`` and the JSON ``metadata`` (``format``/``version`` are added)."""
     meta = {"format": FORMAT, "version": VERSION, **metadata}
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, _st_save(flat, metadata={META_KEY: json.dumps(meta)}))
 
 
@@ -156,9 +137,7 @@ def prune_checkpoints(output: str | Path, keep: int) -> None:
     """Delete all but the newest ``keep`` checkpoints and stale temporary files."""
     for p in list_checkpoints(output)[:-keep]:
         p.unlink(missing_ok=True)
-    folder = Path(output) / CHECKPOINT_DIR
-    for p in folder.glob(".*.tmp-*") if folder.is_dir() else ():
-        p.unlink(missing_ok=True)
+    remove_stale_temporaries(Path(output) / CHECKPOINT_DIR)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
