@@ -38,11 +38,12 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from composer.compositions import _toml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -118,7 +119,7 @@ class Runner:
                 (self.folder / named.group(1)).write_text(code)
             exec(compile(code, block.where, "exec"), self.namespace)
         elif block.language == "toml":
-            tomllib.loads(code)
+            _toml().loads(code)
             if named:
                 (self.folder / named.group(1)).write_text(code)
         elif block.language in ("bash", "sh"):
