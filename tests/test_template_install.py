@@ -36,8 +36,9 @@ def renamed_copy(dest: Path, name: str) -> Path:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(environment, work folder) with the renamed plugin ``acme`` installed for the subprocesses."""
-    if shutil.which("pip", path=str(Path(sys.executable).parent)) is None and not _has_pip():
+    if not _has_pip():
         pytest.skip("pip is not available in this interpreter")
+    pytest.importorskip("setuptools", reason="an offline build (--no-build-isolation) needs setuptools installed")
     tmp = tmp_path_factory.mktemp("author")
     project = renamed_copy(tmp, "acme")
     site = tmp / "site"
@@ -63,21 +64,21 @@ def test_the_renamed_copy_is_listed_with_its_parameters(installed):
     assert out.returncode == 0, out.stderr
     assert "acme.bowl  Quadratic bowl: E(x) = 0.5 * scale * ||x - center||^2.  [acme]" in out.stdout
     assert "center: Sequence[float] (required)" in out.stdout and "scale: float = 1" in out.stdout
-    assert "acme.side = {left, right}" in out.stdout
+    assert "acme.side = {west, east}" in out.stdout
     assert not out.stderr
 
 
 def test_show_counts_the_flat_base_once(installed):
     env, tmp = installed
-    out = composer(env, tmp, "show", "acme.bowl(center=[0, 0]) & ~acme.side=left & acme.side=right")
+    out = composer(env, tmp, "show", "acme.bowl(center=[0, 0]) & ~acme.side=west & acme.side=east")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("[shared base, counted once] acme.flat") == 1
-    assert "[NOT, alpha 1] acme.side=left" in out.stdout
+    assert "[NOT, alpha 1] acme.side=west" in out.stdout
 
 
 def test_sample_writes_the_exact_composition(installed):
     env, tmp = installed
-    out = composer(env, tmp, "sample", "acme.bowl(center=[0, 0]) & ~acme.side=left", "-n", "2000", "--steps", "300",
+    out = composer(env, tmp, "sample", "acme.bowl(center=[0, 0]) & ~acme.side=west", "-n", "2000", "--steps", "300",
                    "--sampler", "mala", "--step-size", "0.2", "-q", "--out", "s.npz")
     assert out.returncode == 0, out.stderr
     assert re.search(r"wrote 2000 samples to s\.npz \(mean \[[-\d.]+, [-\d.]+\], mean energy", out.stderr)

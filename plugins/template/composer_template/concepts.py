@@ -1,6 +1,6 @@
-"""An analytic concept family in Bayes form over a flat base: ``template.side=left|right``.
+"""An analytic concept family in Bayes form over a flat base: ``template.side=west|east``.
 
-Each value is ``E(x | c) = E_base(x) - log p(c | x)`` with ``p(right | x) = sigmoid(4 x[0])``
+Each value is ``E(x | c) = E_base(x) - log p(c | x)`` with ``p(east | x) = sigmoid(4 x[0])``
 and a flat base on the box ``[-4, 4]^2``. Every value shares ONE network and ONE base object.
 """
 
@@ -12,12 +12,12 @@ from torch import nn
 
 import composer
 
-VALUES = ("left", "right")
+VALUES = ("west", "east")
 DOMAIN = (-4.0, 4.0)
 
 
 class SidePosterior(nn.Module):
-    """``-log p(c | x)`` of the side of ``x[:, 0]``: ``p(right | x) = sigmoid(sharpness * x[:, 0])``."""
+    """``-log p(c | x)`` of the side of ``x[:, 0]``: ``p(east | x) = sigmoid(sharpness * x[:, 0])``."""
 
     def __init__(self, sharpness: float = 4.0):
         super().__init__()

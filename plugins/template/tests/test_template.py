@@ -22,7 +22,7 @@ def registry():
 def test_registers_the_expert_and_the_family(registry):
     assert not registry.failures
     assert registry.experts["template.bowl"].doc.startswith("Quadratic bowl: E(x) =")
-    assert registry.concepts["template.side"].values == ("left", "right")
+    assert registry.concepts["template.side"].values == ("west", "east")
 
 
 def test_bowl_energy_is_exact_and_bad_parameters_are_one_line(registry):
@@ -36,25 +36,25 @@ def test_bowl_energy_is_exact_and_bad_parameters_are_one_line(registry):
 
 
 def test_values_share_one_network_and_one_base():
-    left, right = side("left"), side("right")
-    assert left.network is right.network is shared()[0]
-    assert left.base is right.base is shared()[1]
+    west, east = side("west"), side("east")
+    assert west.network is east.network is shared()[0]
+    assert west.base is east.base is shared()[1]
 
 
-def test_not_left_is_exactly_right_and_the_base_is_counted_once():
-    bowl, left, right = Bowl([0.0, 0.0]), side("left"), side("right")
+def test_not_west_is_exactly_east_and_the_base_is_counted_once():
+    bowl, west, east = Bowl([0.0, 0.0]), side("west"), side("east")
     x = torch.randn(64, 2)
-    p_right = torch.sigmoid(4 * x[:, 0])
-    torch.testing.assert_close((bowl & ~left)(x), bowl(x) - torch.log(p_right), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close((bowl & ~left)(x), (bowl & right)(x), rtol=1e-5, atol=1e-5)
-    # a value without its base divides by p(left | x) instead: unbounded as x[0] grows
-    bare = left.without_base()
+    p_east = torch.sigmoid(4 * x[:, 0])
+    torch.testing.assert_close((bowl & ~west)(x), bowl(x) - torch.log(p_east), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close((bowl & ~west)(x), (bowl & east)(x), rtol=1e-5, atol=1e-5)
+    # a value without its base divides by p(west | x) instead: unbounded as x[0] grows
+    bare = west.without_base()
     bare.posterior = False
-    torch.testing.assert_close((bowl & ~bare)(x), bowl(x) + torch.log1p(-p_right), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close((bowl & ~bare)(x), bowl(x) + torch.log1p(-p_east), rtol=1e-4, atol=1e-4)
 
 
-def exact_share_left(with_base: bool) -> float:
-    """P(x[0] < 0) under bowl(center=[0, 0]) & ~side=left, by quadrature on a fine grid (the x[1] factor cancels)."""
+def exact_share_west(with_base: bool) -> float:
+    """P(x[0] < 0) under bowl(center=[0, 0]) & ~side=west, by quadrature on a fine grid (the x[1] factor cancels)."""
     t = torch.linspace(-12, 12, 240_001, dtype=torch.float64)
     z = 4 * t
     log_w = -0.5 * t**2 + (torch.nn.functional.logsigmoid(z) if with_base else torch.nn.functional.softplus(z))
@@ -63,13 +63,13 @@ def exact_share_left(with_base: bool) -> float:
 
 
 def test_exact_figures_of_the_guide():
-    assert round(100 * exact_share_left(True), 1) == 12.9  # 1 - p(left | x): the event "not left"
-    assert round(100 * exact_share_left(False), 2) == 0.02  # divided by p(left | x)
+    assert round(100 * exact_share_west(True), 1) == 12.9  # 1 - p(west | x): the event "not west"
+    assert round(100 * exact_share_west(False), 2) == 0.02  # divided by p(west | x)
 
 
 def test_sampled_share_matches_the_exact_answer(registry):
-    energy = composer.parse("template.bowl(center=[0, 0]) & ~template.side=left", registry=registry)
+    energy = composer.parse("template.bowl(center=[0, 0]) & ~template.side=west", registry=registry)
     x = composer.sample(energy, n=4000, steps=400, sampler="mala", step_size=0.2, seed=0, registry=registry).x
     share = float((x[:, 0] < 0).float().mean())
     # 4000 chains: standard error sqrt(0.129 * 0.871 / 4000) = 0.0053; 0.03 is ~5.6 standard errors
-    assert math.isclose(share, exact_share_left(True), abs_tol=0.03), share
+    assert math.isclose(share, exact_share_west(True), abs_tol=0.03), share
