@@ -157,10 +157,10 @@ class FunctionEnergy(Energy):
     def forward(self, x: Tensor, sigma: Any = None) -> Tensor:
         e = self.fn(x, sigma=sigma) if self.noise_conditional else self.fn(x)
         if not isinstance(e, Tensor) or e.shape != x.shape[:1]:  # host-side shape check: no device sync
-            got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
-            hint = "; squeeze it, e.g. lambda x: net(x).squeeze(-1)" if got == (x.shape[0], 1) else ""
+            got = f"energies of shape {tuple(e.shape)}" if isinstance(e, Tensor) else f"a {type(e).__name__}"
+            hint = "; squeeze it, e.g. lambda x: net(x).squeeze(-1)" if got.endswith(f"({x.shape[0]}, 1)") else ""
             raise CompositionError(
-                f"{self.label}: an energy must map x of shape {tuple(x.shape)} to ({x.shape[0]},), got {got}{hint}"
+                f"`{self.label}` returned {got}; expected ({x.shape[0]},), one per row of x {tuple(x.shape)}{hint}"
             )
         return e
 
