@@ -27,7 +27,18 @@ Examples:
 """
 
 
-@click.group(epilog=EXAMPLES)
+class ComposerGroup(click.Group):
+    """The root group: a reader that leaves early (``composer list | head -1``) ends the command quietly, exit 0."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise click.exceptions.Exit(0) from None
+
+
+@click.group(cls=ComposerGroup, epilog=EXAMPLES)
 @click.version_option(package_name="ebm-composer", prog_name="composer")
 def cli() -> None:
     """Compose energy-based experts from plugins and sample the composition."""
@@ -53,16 +64,19 @@ defs_option = click.option(
 )
 
 
-@cli.command("list", epilog="\b\nExamples:\n  composer list\n  composer list --json")
+@cli.command("list", epilog="\b\nExamples:\n  composer list\n  composer list --params\n  composer list --json")
+@click.option("--params", is_flag=True, help="Also show every expert's parameters, with types and defaults.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def list_cmd(as_json: bool) -> None:
+def list_cmd(params: bool, as_json: bool) -> None:
     """List plugins, experts, concept families with their values, samplers and datasets."""
     from composer.plugins import default_manager
+    from composer.registry import factory_parameters
 
     reg = _registry()
     info = {
         "plugins": default_manager().plugin_names(),
-        "experts": {n: {"plugin": e.plugin, "doc": e.doc} for n, e in sorted(reg.experts.items())},
+        "experts": {n: {"plugin": e.plugin, "doc": e.doc, "params": factory_parameters(e.factory)}
+                    for n, e in sorted(reg.experts.items())},
         "concepts": {n: {"plugin": c.plugin, "values": list(c.values), "doc": c.doc}
                      for n, c in sorted(reg.concepts.items())},
         "samplers": {n: {"plugin": s.plugin, "doc": s.doc} for n, s in sorted(reg.samplers.items())},
@@ -79,12 +93,28 @@ def list_cmd(as_json: bool) -> None:
             click.echo("  (none)")
         for name, entry in info[section].items():
             values = f" = {{{', '.join(entry['values'])}}}" if "values" in entry else ""
-            doc = "  " + entry["doc"].replace("``", "") if entry["doc"] else ""
+            doc = "  " + plain(entry["doc"]) if entry["doc"] else ""
             click.echo(f"  {name}{values}{doc}  [{entry['plugin']}]")
+            if params and "params" in entry:
+                for p in entry["params"] or [{"name": "(no parameters)"}]:
+                    click.echo("      " + _param_line(p))
     if info["failures"]:
         click.echo("\nbroken plugins (skipped):", err=True)
         for f in info["failures"]:
             click.echo(f"  {f}", err=True)
+
+
+def _param_line(p: dict[str, Any]) -> str:
+    """``name: type = default`` (``(required)`` without a default) of one ``factory_parameters`` entry."""
+    if "type" not in p:
+        return p["name"]
+    kind = f": {p['type']}" if p["type"] else ""
+    return f"{p['name']}{kind} = {p['default']}" if "default" in p else f"{p['name']}{kind} (required)"
+
+
+def plain(text: str) -> str:
+    """Help text without reStructuredText marks: ````code```` -> ``code``."""
+    return text.replace("``", "")
 
 
 @cli.command(epilog="""
@@ -174,9 +204,22 @@ def sample(expr: str, n: int, steps: int | None, sampler: str, step_size: float 
 
         save_trace_png({k: v.detach().cpu() for k, v in result.trace.items() if v is not None}, trace_png,
                        title=energy.formula())
-    mean = x.float().flatten(1).mean(0)
-    shown = ", ".join(f"{v:.3f}" for v in mean[:4].tolist()) + (", ..." if mean.numel() > 4 else "")
-    click.echo(f"wrote {n} samples to {out_path} (mean [{shown}], mean energy {e.mean().item():.4g})", err=True)
+    click.echo(f"wrote {n} samples to {out_path} ({sample_summary(x, e)})", err=True)
+
+
+def sample_summary(x: Any, energy: Any) -> str:
+    """What ``composer sample`` says about its samples ``x: (N, *event)`` with energies ``(N,)``.
+
+    Vectors of up to 4 entries: their mean (the one number worth reading for a 2-D composition);
+    anything larger (images): the shape and the value range. Always the mean energy.
+    """
+    x = x.float()
+    shape = "x".join(str(d) for d in x.shape[1:])
+    if x[0].numel() <= 4:
+        what = "mean [" + ", ".join(f"{v:.3f}" for v in x.flatten(1).mean(0).tolist()) + "]"
+    else:
+        what = f"shape {shape}, range [{x.min().item():.3g}, {x.max().item():.3g}]"
+    return f"{what}, mean energy {energy.float().mean().item():.4g}"
 
 
 @cli.command(epilog="""
@@ -287,6 +330,32 @@ def _add_plugin_commands() -> None:
     from composer.plugins import default_manager
 
     default_manager().add_commands(cli)
+    plain_help(cli)
+
+
+def plain_help(command: click.Command) -> None:
+    """Strip reStructuredText marks from the help of ``command`` and its subcommands (plugins' too).
+
+    Docstrings use ````code```` for Sphinx-style readers; a terminal shows ``code``.
+    """
+    for attr in ("help", "short_help", "epilog"):
+        text = getattr(command, attr, None)
+        if isinstance(text, str):
+            setattr(command, attr, plain(text))
+    for param in command.params:
+        if isinstance(getattr(param, "help", None), str):
+            param.help = plain(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush of a closed pipe stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
+        pass
 
 
 def run_command(
@@ -313,12 +382,16 @@ def run_command(
         if setup is not None:
             setup()
         command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
         return 0
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo(f"{prog_name}: {interrupted}", err=True)
         return 130
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except BrokenPipeError:  # `composer list | head -1`: the reader left; not an error
+        _silence_stdout()
+        return 0
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

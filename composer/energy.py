@@ -155,7 +155,14 @@ class FunctionEnergy(Energy):
         self.noise_conditional = noise_conditional
 
     def forward(self, x: Tensor, sigma: Any = None) -> Tensor:
-        return self.fn(x, sigma=sigma) if self.noise_conditional else self.fn(x)
+        e = self.fn(x, sigma=sigma) if self.noise_conditional else self.fn(x)
+        if not isinstance(e, Tensor) or e.shape != x.shape[:1]:  # host-side shape check: no device sync
+            got = f"energies of shape {tuple(e.shape)}" if isinstance(e, Tensor) else f"a {type(e).__name__}"
+            hint = "; squeeze it, e.g. lambda x: net(x).squeeze(-1)" if got.endswith(f"({x.shape[0]}, 1)") else ""
+            raise CompositionError(
+                f"`{self.label}` returned {got}; expected ({x.shape[0]},), one per row of x {tuple(x.shape)}{hint}"
+            )
+        return e
 
 
 def as_energy(
@@ -167,7 +174,9 @@ def as_energy(
 ) -> Energy:
     """Wrap a callable or module ``fn(x: (B, *event_shape)) -> (B,)`` as an ``Energy``.
 
-    An ``Energy`` is returned unchanged.
+    An ``Energy`` is returned unchanged. The result checks the shape of what ``fn`` returns on every
+    call (a host-side comparison): ``(B, 1)`` or a scalar is a ``CompositionError`` naming the shape at
+    the first evaluation, not a broadcasting error deep inside the sampler.
 
     Example:
         >>> e = as_energy(lambda x: (x ** 2).sum(-1), event_shape=(3,))

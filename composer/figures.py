@@ -53,6 +53,21 @@ def save_image_grid(x: Tensor | np.ndarray, path: str | Path, nrow: int | None =
     img.save(path)
 
 
+def wrap_title(title: str, width: int) -> str:
+    """``title`` broken into lines of at most ``width`` characters (at spaces; at most 4 lines, then "...").
+
+    A long composition formula must not be cut at the figure's edge: at fontsize 9 a 5.5-inch
+    figure's axes hold ~60 characters per line.
+    """
+    import textwrap
+
+    lines = textwrap.wrap(title, width, break_long_words=True, break_on_hyphens=False)
+    if len(lines) > 4:
+        lines = lines[:4]
+        lines[-1] = lines[-1][: max(width - 3, 1)] + "..."
+    return "\n".join(lines)
+
+
 def _pyplot():
     import matplotlib
 
@@ -109,7 +124,7 @@ def save_points_png(
             ax.legend()
         ax.set_xlabel("x")
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(wrap_title(title, 60), fontsize=9)
     _save(plt, fig, path)
 
 
@@ -140,7 +155,7 @@ def save_trace_png(trace: dict[str, Tensor], path: str | Path, title: str | None
         a.set_title(key.replace("_", " "))
         a.set_xlabel("step")
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(wrap_title(title, 55 * (1 + len(keys))), fontsize=9)
     _save(plt, fig, path)
 
 

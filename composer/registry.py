@@ -239,6 +239,60 @@ def _check_params(factory: Callable[..., Any], params: dict[str, Any], name: str
         raise CompositionError(f"{name}: missing argument(s) {', '.join(missing)}")
 
 
+def factory_parameters(factory: Callable[..., Any]) -> list[dict[str, str]] | None:
+    """The parameters an expert factory accepts, from its signature (what ``composer list --params`` shows).
+
+    Returns:
+        One ``{"name", "type", "default"}`` dict per keyword parameter, in order: ``type`` is the annotation
+        written as in the composition language's terms (``""`` when unannotated), ``default`` the default as
+        a literal (absent for a required parameter). ``None`` when the signature cannot be read or takes
+        ``**kwargs`` (anything goes).
+
+    Example:
+        >>> def ring(radius: float = 1.0, width: float = 0.1): ...
+        >>> factory_parameters(ring)
+        [{'name': 'radius', 'type': 'float', 'default': '1'}, {'name': 'width', 'type': 'float', 'default': '0.1'}]
+    """
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    hints = _type_hints(factory)
+    out = []
+    for name, p in sig.parameters.items():
+        if p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+            continue
+        hint = hints.get(name, p.annotation)
+        entry = {"name": name, "type": "" if hint is p.empty else _type_name(hint)}
+        if p.default is not p.empty:
+            entry["default"] = _lit(p.default)
+        out.append(entry)
+    return out
+
+
+def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Resolved annotations of ``factory`` (of ``__init__`` for a class); ``{}`` when they cannot be resolved."""
+    import typing
+
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable string annotations: fall back to the signature's text
+        return {}
+
+
+def _type_name(hint: Any) -> str:
+    """``float | Sequence[float] | Tensor`` for a resolved hint; the text itself for a string annotation."""
+    if isinstance(hint, str):
+        return hint
+    text = hint.__name__ if isinstance(hint, type) else str(hint)
+    for prefix in ("typing.", "collections.abc.", "torch.", "builtins."):
+        text = text.replace(prefix, "")
+    return text.replace("NoneType", "None")
+
+
 def _lit(v: Any) -> str:
     if isinstance(v, str):
         return f'"{v}"'

@@ -300,12 +300,13 @@ def family_from_checkpoint(path: str | Path, device: torch.device | str = "cpu",
     return family_from_network(net, meta)
 
 
-def concept_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"
+def concept_from_checkpoint(path: str | Path, device: torch.device | str = "cpu", registry: Any = None
                             ) -> tuple[list[str], Callable[[str], Energy]]:
     """``(values, factory)`` to register a trained family with ``register_concepts``.
 
     Only the header is read now; the weights are loaded on the first ``factory(value)`` and the
-    network is shared by every value, so products of values batch into one call.
+    network is shared by every value, so products of values batch into one call. ``registry`` is where
+    a plugin's network type is looked up (default: every installed plugin).
     """
     meta = read_metadata(resolve_checkpoint(path))
     if meta["values"] is None:
@@ -316,7 +317,7 @@ def concept_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"
         if value not in meta["values"]:
             raise CheckpointError(f"'{value}' is not a value of {path}; values: {', '.join(meta['values'])}")
         if not cache:
-            cache.append(network_from_checkpoint(path, device))
+            cache.append(network_from_checkpoint(path, device, registry=registry))
         net, full_meta = cache[0]
         return family_from_network(net, full_meta)[value]
 

@@ -161,7 +161,7 @@ class Moons(ToyEnergy):
 
 
 class Box(ToyEnergy):
-    """Soft box constraint: ``E(x) = (k/2) * sum_i (max(low_i - x_i, 0)^2 + max(x_i - high_i, 0)^2)``.
+    """Soft box constraint: ``E(x) = (sharpness/2) * sum_i (max(low_i - x_i, 0)^2 + max(x_i - high_i, 0)^2)``.
 
     Zero inside ``[low, high]``; outside, ``k/2`` times the squared distance to the box
     (Gaussian tails of standard deviation ``1/sqrt(k)``). Improper alone: use it in a
@@ -196,7 +196,7 @@ class Box(ToyEnergy):
 
 
 class Halfspace(ToyEnergy):
-    """Soft half-space constraint ``normal · x >= offset``: ``E(x) = softplus(k * (offset - normal · x))``.
+    """Soft half-space constraint ``normal · x >= offset``: ``E(x) = softplus(sharpness * (offset - normal · x))``.
 
     ``softplus(z) = log(1 + exp(z))``, so ``exp(-E(x)) = sigmoid(k * (normal · x - offset))``: a
     logistic soft indicator of the half-space (``E -> 0`` deep inside, ``E = log 2`` on the
