@@ -58,9 +58,10 @@ def generate_command(source: str | None, n: int | None, out: str | None, shard_s
                       step_size=step_size, noise=_noise(noise), temperature=temperature, levels=levels,
                       steps_per_level=steps_per_level, clip=clip, device=_device(device), defs=defs,
                       progress=not quiet)
-    if "shards" in result.index:  # rank 0
-        total = result.index["num_samples"]
-        made = sum(result.index["shards"][i]["count"] for i in result.made)
+    if result.rank == 0:
+        index = result.index
+        made = sum(index["shards"][i]["count"] for i in result.made)
         rate = f", {made / result.seconds:.1f} samples/s" if made else ""
-        click.echo(f"wrote {out}: {total} samples in {result.index['num_shards']} shards "
-                   f"({len(result.made)} made, {len(result.skipped)} already done{rate})", err=True)
+        who = f"rank 0 of {result.world_size}: " if result.world_size > 1 else ""
+        click.echo(f"wrote {out}: {index['num_samples']} samples in {index['num_shards']} shards "
+                   f"({who}{len(result.made)} made, {len(result.skipped)} already done{rate})", err=True)

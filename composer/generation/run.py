@@ -50,6 +50,7 @@ class GenerationResult:
         made: shards this process made.
         skipped: shards this process found done and verified.
         seconds: wall time of this process's work.
+        rank, world_size: this process's place in a torchrun run (0, 1 alone).
     """
 
     folder: Path
@@ -57,6 +58,8 @@ class GenerationResult:
     made: list[int]
     skipped: list[int]
     seconds: float
+    rank: int = 0
+    world_size: int = 1
 
 
 def _jsonable(value: Any) -> Any:
@@ -243,7 +246,7 @@ def generate(
             else:
                 todo.append(i)
         bar = None
-        if progress and info.is_main:
+        if progress and info.is_main and todo:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=sum(shard_count(total, shard_size, i) for i in todo), unit="sample", unit_scale=True,
@@ -272,7 +275,7 @@ def generate(
         barrier(info)
     finally:
         shutdown(info)
-    return GenerationResult(folder, index, made, skipped, time.perf_counter() - start)
+    return GenerationResult(folder, index, made, skipped, time.perf_counter() - start, info.rank, info.world_size)
 
 
 def make_shard(plan: Plan, energies: list[Any], kwargs: list[dict[str, Any]], counts: list[int], shard_size: int,
