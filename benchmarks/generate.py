@@ -213,16 +213,20 @@ def accuracy_on(model, split: str, n: int, seed: int) -> dict[str, float]:
     return {a: float((pred[a].numpy() == data[a]).mean()) for a in ("shape", "color", "size", "position")}
 
 
-def useful(dataset: Path, steps: int, batch: int, seed: int, eval_n: int) -> dict[str, Any]:
+def useful(dataset: Path | None, images: int | None, only: str, steps: int, batch: int, seed: int,
+           eval_n: int) -> dict[str, Any]:
     from composer_shapes.data import generate, is_heldout
 
-    gen = composer.generation.load_dataset(dataset)
-    n = len(gen["x"])
+    gen = composer.generation.load_dataset(dataset) if "b" in only else None
+    n = len(gen["x"]) if gen is not None else images
     attrs = ("shape", "color", "size", "position")
-    real_train = generate(n, "train", seed + 1)
-    real_all = generate(n, "all", seed + 1)
-    sources = {"(a) real train split": real_train, "(b) generated, 96 combinations": gen,
-               "(c) real all split (reference)": real_all}
+    sources = {}
+    if "a" in only:
+        sources["(a) real train split"] = generate(n, "train", seed + 1)
+    if gen is not None:
+        sources["(b) generated, 96 combinations"] = gen
+    if "c" in only:
+        sources["(c) real all split (reference)"] = generate(n, "all", seed + 1)
     held_share = {k: float(is_heldout(v["shape"], v["color"]).mean()) for k, v in sources.items()}
     rows = {}
     for name, data in sources.items():
@@ -247,6 +251,8 @@ def main() -> None:
     parser.add_argument("--per", type=int, default=2, help="budgets: images per combination")
     parser.add_argument("--budgets", default="5x1,10x1,30x1,30x2", help="budgets: LEVELSxSTEPS,...")
     parser.add_argument("--dataset", type=Path, help="useful: a generated folder of the 96 combinations")
+    parser.add_argument("--only", default="abc", help="useful: which of (a), (b), (c) to train")
+    parser.add_argument("--images", type=int, default=None, help="useful without (b): images per training set")
     parser.add_argument("--steps", type=int, default=1000, help="useful: training steps")
     parser.add_argument("--batch", type=int, default=128, help="useful: batch size")
     parser.add_argument("--eval-n", type=int, default=1000, help="useful: real images per evaluation split")
@@ -264,9 +270,10 @@ def main() -> None:
         settings = [tuple(int(v) for v in b.split("x")) for b in args.budgets.split(",")]
         result = budgets(args.per, settings, args.seed)
     else:
-        if args.dataset is None:
-            parser.error("useful needs --dataset DIR (composer generate of the 96 combinations)")
-        result = useful(args.dataset, args.steps, args.batch, args.seed, args.eval_n)
+        if ("b" in args.only and args.dataset is None) or ("b" not in args.only and args.images is None):
+            parser.error("useful needs --dataset DIR (composer generate of the 96 combinations), or --images N "
+                         "with --only a,c")
+        result = useful(args.dataset, args.images, args.only, args.steps, args.batch, args.seed, args.eval_n)
     result = {"part": args.part, "torch": torch.__version__, "peak_rss_mib":
               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **result}
     if args.json:

@@ -30,6 +30,7 @@ def test_two_gloo_ranks_write_the_single_process_bytes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "rank 0 of 2" in proc.stderr  # the progress bar of rank 0: the run was distributed
     assert proc.stderr.count("wrote ") == 1  # one summary, by rank 0
+    assert "rank 0 of 2: 4 made" in proc.stderr  # 7 shards: rank 0 makes 0, 2, 4, 6; rank 1 makes 1, 3, 5
 
     single = tmp_path / "single"
     r = composer.generate(EXPR, single, **ARGS)
