@@ -123,24 +123,29 @@ def ranks(n: int, shard_size: int, rounds: int) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(rounds):
-            walls = {}
+            walls, cpus = {}, {}
             for procs in random.Random(k).sample([1, 2], 2):
                 out = Path(tmp) / f"r{k}-{procs}"
                 cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs),
                        "-m", "composer", "generate", "red & triangle", "-n", str(n), "--shard-size", str(shard_size),
                        "--seed", str(k), "--out", str(out), "-q"]
-                t = time.perf_counter()
+                t, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
                 subprocess.run(cmd, env=env, check=True, capture_output=True)
                 walls[procs] = time.perf_counter() - t
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpus[procs] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
             same = all((Path(tmp) / f"r{k}-1" / f).read_bytes() == (Path(tmp) / f"r{k}-2" / f).read_bytes()
                        for f in os.listdir(Path(tmp) / f"r{k}-1"))
-            rows.append({"one": walls[1], "two": walls[2], "identical": same})
-            print(f"round {k}: 1 process {walls[1]:.1f} s, 2 processes {walls[2]:.1f} s wall "
-                  f"(speed-up {walls[1] / walls[2]:.2f}, identical bytes: {same})", flush=True)
+            rows.append({"one": walls[1], "two": walls[2], "cpu_one": cpus[1], "cpu_two": cpus[2], "identical": same})
+            print(f"round {k}: 1 process {walls[1]:.1f} s wall / {cpus[1]:.1f} s CPU, 2 processes {walls[2]:.1f} s "
+                  f"wall / {cpus[2]:.1f} s CPU in all (wall speed-up {walls[1] / walls[2]:.2f}; on two free cores "
+                  f"at most {2 * cpus[1] / cpus[2]:.2f}; identical bytes: {same})", flush=True)
     speedup = statistics.median(r["one"] / r["two"] for r in rows)
     print(f"ranks: 2 processes vs 1, median wall speed-up {speedup:.2f} (target >= 1.7 on 2 free cores); "
           f"load average now {os.getloadavg()[0]:.1f}")
-    return {"n": n, "shard_size": shard_size, "rounds": rows, "median_speedup": speedup,
+    ideal = statistics.median(2 * r["cpu_one"] / r["cpu_two"] for r in rows)
+    print(f"ranks: CPU-time bound of the speed-up on two free cores (2 x CPU of 1 process / CPU of both): {ideal:.2f}")
+    return {"n": n, "shard_size": shard_size, "rounds": rows, "median_speedup": speedup, "cpu_bound": ideal,
             "loadavg": os.getloadavg()[0]}
 
 

@@ -19,7 +19,8 @@ Examples:
 @click.argument("source", required=False, metavar="EXPR|PLAN.toml")
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=None,
               help="Samples of EXPR; with a plan, the count of entries that give none.")
-@click.option("--out", "out", type=click.Path(), default=None, help="Dataset folder (created, or resumed).")
+@click.option("--out", "out", type=click.Path(), default=None, metavar="DIR",
+              help="Dataset folder (created, or resumed).")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Samples per shard.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the dataset.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps [default: the recipe's].")
@@ -34,7 +35,7 @@ Examples:
               help="Clamp samples to the composition's domain before writing.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda (one GPU per torchrun rank), cuda:1...")
 @click.option("--defs", type=click.Path(dir_okay=False), default=None, help="TOML file of named sub-compositions.")
-@click.option("--verify", "verify_dir", type=click.Path(), default=None,
+@click.option("--verify", "verify_dir", type=click.Path(), default=None, metavar="DIR",
               help="Only check every shard of DIR (size and sha256) and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def generate_command(source: str | None, n: int | None, out: str | None, shard_size: int, seed: int,
