@@ -18,6 +18,7 @@ from composer.errors import (
     SamplingDivergedError,
     UnknownNameError,
 )
+from composer.generation import generate
 from composer.hookspecs import hookimpl
 from composer.language import parse, parse_ast
 from composer.plugins import get_registry
@@ -49,6 +50,7 @@ __all__ = [
     "concept_from_checkpoint",
     "expert_from_checkpoint",
     "family_from_checkpoint",
+    "generate",
     "describe",
     "get_registry",
     "hookimpl",

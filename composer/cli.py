@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from composer.errors import ComposerError
+from composer.generation.command import generate_command
 
 EXAMPLES = """
 \b
@@ -42,6 +43,9 @@ class ComposerGroup(click.Group):
 @click.version_option(package_name="ebm-composer", prog_name="composer")
 def cli() -> None:
     """Compose energy-based experts from plugins and sample the composition."""
+
+
+cli.add_command(generate_command)
 
 
 def _registry():

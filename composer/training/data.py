@@ -1,4 +1,4 @@
-"""Training data: ``.npz``/``.npy`` arrays, image folders, registered datasets; batches and dequantisation.
+"""Training data: ``.npz``/``.npy`` arrays, image folders, generated datasets, registered datasets; batches.
 
 Every source becomes a ``TrainingData``: float samples ``x: (N, *event_shape)``, optional value
 indices ``y: (N,)`` of a concept family with their names, the sampling box and a fingerprint
@@ -157,6 +157,10 @@ def load_arrays(cfg: DataConfig, registry: Any = None) -> dict[str, Any]:
             arrays = {**arrays, "y": arrays[cfg.labels]}
         return arrays
     path = Path(cfg.path)
+    if path.is_dir() and (path / "index.json").is_file():  # a dataset folder of `composer generate`
+        from composer.generation.read import load_dataset
+
+        return load_dataset(path, cfg.key, cfg.labels)
     if path.is_dir():
         return load_image_folder(str(path), cfg.image_size, cfg.grayscale)
     if path.suffix == ".npz":
