@@ -5,7 +5,7 @@ with ``&`` (product), ``|`` (mixture), ``~`` (negation), ``w *`` (weight) and ``
 (scope), and one shared Langevin sampler (``composer.sample``) draws from the result.
 """
 
-from composer.algebra import Mixture, Negation, Product, Scaled, Scoped, describe, mixture, product
+from composer.algebra import Mixture, Negation, Product, Scaled, Scoped, calibrate, describe, mixture, product
 from composer.compositions import load_compositions, read_definitions
 from composer.energy import ConditionalEnergy, Energy, FunctionEnergy, as_energy
 from composer.errors import (
@@ -42,6 +42,7 @@ __all__ = [
     "SamplingDivergedError",
     "Scaled",
     "Scoped",
+    "calibrate",
     "ReplayBuffer",
     "SampleResult",
     "UnknownNameError",

@@ -457,6 +457,51 @@ def mixture(
     return Mixture(flat, flat_lw)
 
 
+def calibrate(energy: Energy, n: int = 4000, seed: int = 0, **sample_options: Any) -> Energy:
+    """A copy of ``energy`` whose mixtures weight each branch by its normaliser (``--calibrate``).
+
+    ``a | b`` is ``-log(exp(-E_a) + exp(-E_b))``: branch ``a`` holds the share ``Z_a / (Z_a + Z_b)`` of
+    the mass, ``Z_a = ∫ exp(-E_a)``, so a narrow branch gets few samples. Calibrated, each mixture's
+    log-weights become ``log w_i - log Z_i`` (``log Z_i`` estimated by ``sampler="smc"``), so branch ``i``
+    holds the share ``w_i / sum_j w_j`` (equal shares by default): ``p = sum_i w_i p_i``, the mixture of the
+    branches' normalised densities. Each branch must be a proper density on its own (not a lone
+    half-space) and not noise-conditional.
+
+    Args:
+        energy: any composition; its mixture nodes (at any depth) are calibrated, the original is unchanged.
+        n, seed: particles and seed of each branch's SMC run.
+        sample_options: further ``composer.sample`` arguments of those runs (e.g. ``device``).
+
+    Returns:
+        The calibrated copy; each calibrated mixture has ``log_z`` (the branches' estimates) and
+        ``log_z_se`` (their standard errors).
+    """
+    import copy
+
+    from composer.sampling import sample
+
+    out = copy.deepcopy(energy)
+    stack = [out]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children_energies())
+        if not isinstance(node, Mixture):
+            continue
+        estimates = []
+        for i, c in enumerate(node.components):
+            if c.noise_conditional:
+                raise CompositionError(f"cannot calibrate {node.formula()}: {c.formula()} is noise-conditional "
+                                       "(SMC on a noise ladder gives only ratios of normalisers)")
+            r = sample(c, n=n, sampler="smc", seed=seed + i, steps=0, recipe=False, **sample_options)
+            if not math.isfinite(r.log_z):
+                raise CompositionError(f"cannot calibrate {node.formula()}: log Z of {c.formula()} is not finite")
+            estimates.append((r.log_z, r.log_z_se))
+        node.log_weights = [lw - z for lw, (z, _) in zip(node.log_weights, estimates)]
+        node.log_z = [z for z, _ in estimates]
+        node.log_z_se = [se for _, se in estimates]
+    return out
+
+
 class Scoped(Energy):
     """``a.on(view)``: the expert sees ``view(x)`` only.
 

@@ -29,6 +29,18 @@ from composer.energy import call_energy
 from composer.errors import CompositionError
 
 
+def plan_temperature(plan: Any, name: str) -> float:
+    """The one temperature of the driver's ``plan`` (population samplers take no temperature schedule)."""
+    values = plan.temperatures
+    if isinstance(values, Tensor):
+        values = values.tolist()
+    if len(values) == 0:
+        return 1.0
+    if len(set(float(v) for v in values[:2])) > 1 or float(values[0]) != float(values[len(values) - 1]):
+        raise CompositionError(f"sampler '{name}' takes a constant temperature, not a schedule")
+    return float(values[0])
+
+
 class Reference:
     """A normalised reference density ``p_0``: uniform on a box or an isotropic Gaussian.
 

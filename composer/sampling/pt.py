@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from composer.errors import CompositionError
-from composer.sampling.population import StepAdapter, Tempered, reference_for
+from composer.sampling.population import StepAdapter, Tempered, plan_temperature, reference_for
 from composer.sampling.smc import _move_kernel
 
 OPTIONS = {
@@ -87,7 +87,7 @@ class ParallelTempering:
             raise CompositionError(f"pt: betas must start at 1 and decrease, got {betas}")
         reference = reference_for(opts, domain, event_shape)
         n, k = x0.shape[0], len(betas)
-        temperature = float(plan.temperatures[0])
+        temperature = plan_temperature(plan, "pt")
         adapt_steps = opts.pop("adapt_steps", None)
         if adapt_steps is None:
             adapt_steps = plan.warmup if plan.warmup > 0 else min(200, plan.total // 4)

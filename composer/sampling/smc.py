@@ -45,6 +45,7 @@ from composer.sampling.population import (
     StepAdapter,
     Tempered,
     ess_fraction,
+    plan_temperature,
     reference_for,
     systematic_resample,
 )
@@ -164,7 +165,7 @@ class SMC:
         kernel = _move_kernel(opts.pop("kernel", "mala"))
         if moves < 0 or not 0 < cess < 1 or not 0 <= ess <= 1:
             raise CompositionError(f"smc: need moves >= 0, 0 < cess < 1, 0 <= ess <= 1; got {moves}, {cess}, {ess}")
-        temperature = float(plan.temperatures[0])
+        temperature = plan_temperature(plan, "smc")
         extra = {"n_leapfrog": 5} if kernel.name == "hmc" else {}
         self.generator, self.kernel, self.extra, self.k, self.m = generator, kernel, extra, k, m
         self.trace: dict[str, list[float]] = {"ess": [], "resampled": [], "acceptance": [], "step_size": [],
