@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from composer.energy import Energy, as_energy, device_of
+from composer.energy import Energy, as_energy, call_energy, device_of
 from composer.errors import CompositionError
 from composer.sampling.adapt import DualAveraging
 from composer.sampling.buffer import ReplayBuffer, draw_noise
@@ -352,8 +352,11 @@ def sample(
         scale = runner.scale if isinstance(runner.scale, float) else float(runner.scale)
         base = plan.step_sizes[last]
         final_step = scale * float(base)
-    if domain is not None:  # the returned samples lie in the domain (Metropolis kernels keep them there)
+    if domain is not None and not use_domain:  # chains moved freely: the samples are projected into the domain
         x = torch.maximum(torch.minimum(x, domain[1]), domain[0])
+        if e is not None:
+            with torch.no_grad():
+                e = call_energy(energy, x, runner.sigma)
     return SampleResult(
         x=x.detach(),
         energy=e.detach() if e is not None else None,
