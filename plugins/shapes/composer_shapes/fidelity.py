@@ -10,8 +10,8 @@ Jaccard index: 1 for identical images; a radius off by 3% costs ~0.06), counting
 The fit: the colour is the world colour nearest (by angle) to the object's mean colour; the centre starts
 at the object's intensity centroid (a triangle's bounding box sits ``h / 3`` above its centroid); a coarse
 grid over the three shapes, the three world radii (0.25 px apart, either size) nearest to the one its
-area gives, and centre offsets of +-0.5 px is refined around the best candidate (radius +-0.15 px,
-centre +-0.25 px); the brightness of each candidate is its least-squares
+area gives, and centre offsets of +-0.5 px is refined around the best candidate twice (radius +-0.15 then
++-0.05 px, centre +-0.25 then +-0.125 px); the brightness of each candidate is its least-squares
 value clipped to the world's range. Objects are the 8-connected components of at least ``MIN_PIXELS``
 pixels brighter than ``THRESHOLD`` (in any channel)::
 
@@ -115,15 +115,16 @@ def best_fit(x: Tensor) -> dict[str, Tensor]:
                         cands.append((shape, r, mx + dx, my + dy - (EXTENT[2, 1] * r / 3 if shape == 2 else 0.0)))
         s, r, cx, cy = (np.array(c) for c in zip(*cands))
         best = _search(img, s.astype(np.int64), r, cx, cy, rgb)
-        # refine around the best candidate
-        s0, r0, cx0, cy0 = best[2], best[3], best[4], best[5]
-        lo, hi = RADIUS["small"] if r0 < 6 else RADIUS["large"]
-        fine_r = np.clip(r0 + np.linspace(-0.15, 0.15, 7), lo, hi)
-        fine_d = np.array([-0.25, 0.0, 0.25])
-        r, dx, dy = (a.ravel() for a in np.meshgrid(fine_r, fine_d, fine_d, indexing="ij"))
-        fine = _search(img, np.full(r.shape, s0), r, cx0 + dx, cy0 + dy, rgb)
-        if fine[0] > best[0]:
-            best = fine
+        # refine around the best candidate, twice
+        for dr, dc in ((0.15, 0.25), (0.05, 0.125)):
+            s0, r0, cx0, cy0 = best[2], best[3], best[4], best[5]
+            lo, hi = RADIUS["small"] if r0 < 6 else RADIUS["large"]
+            fine_r = np.clip(r0 + np.linspace(-dr, dr, 7), lo, hi)
+            fine_d = np.array([-dc, 0.0, dc])
+            r, dx, dy = (a.ravel() for a in np.meshgrid(fine_r, fine_d, fine_d, indexing="ij"))
+            fine = _search(img, np.full(r.shape, s0), r, cx0 + dx, cy0 + dy, rgb)
+            if fine[0] > best[0]:
+                best = fine
         out["iou"][i], out["brightness"][i], out["shape"][i], out["radius"][i], out["cx"][i], out["cy"][i] = best
         out["color"][i] = color
     result = {k: torch.from_numpy(v) for k, v in out.items()}
