@@ -7,7 +7,7 @@ with ``&`` (product), ``|`` (mixture), ``~`` (negation), ``w *`` (weight) and ``
 
 from composer.algebra import Mixture, Negation, Product, Scaled, Scoped, calibrate, describe, mixture, product
 from composer.compositions import load_compositions, read_definitions
-from composer.energy import ConditionalEnergy, Energy, FunctionEnergy, as_energy
+from composer.energy import ConditionalEnergy, Energy, FunctionEnergy, NoiseGuidance, as_energy
 from composer.errors import (
     CheckpointError,
     ComposerError,
@@ -37,6 +37,7 @@ __all__ = [
     "FunctionEnergy",
     "Mixture",
     "Negation",
+    "NoiseGuidance",
     "PluginError",
     "Product",
     "SamplingDivergedError",

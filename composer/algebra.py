@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from composer.energy import ConditionalEnergy, Energy, call_energy, complement, device_of
+from composer.energy import ConditionalEnergy, Energy, call_energy, complement, device_of, guidance_at
 from composer.errors import CompositionError
 
 
@@ -255,8 +255,10 @@ class Product(Energy):
         self._batched = batched
         # per batched row: the factor on its raw network energy (coefficient x guidance; a complement row's
         # -g log(1 - p) is g * complement(raw), so it takes |c| x g) and whether it is a complement
-        self._row_weights = [[abs(self.coefficients[i]) * parts[i].guidance if i in self._complement
-                              else self.coefficients[i] * parts[i].guidance for i in idx] for idx in batched]
+        self._row_factors = [[(abs(self.coefficients[i]) if i in self._complement else self.coefficients[i],
+                               parts[i].guidance) for i in idx] for idx in batched]
+        self._row_weights = [None if any(callable(g) for _, g in rows) else [c * g for c, g in rows]
+                             for rows in self._row_factors]  # floats, unless a guidance depends on the noise
         self._row_complement = [[i in self._complement for i in idx] for idx in batched]
 
     @property
@@ -280,7 +282,7 @@ class Product(Energy):
             e = call_energy(self._part(i), x, sigma)
             c = self.coefficients[i]
             if i in self._complement:
-                e, c = complement(e, self._part(i).guidance), -c
+                e, c = complement(e, guidance_at(self._part(i).guidance, sigma)), -c
             e = e if c == 1.0 else c * e
             total = e if total is None else total + e
         for group in range(len(self._batched)):
@@ -295,6 +297,7 @@ class Product(Energy):
         first: ConditionalEnergy = self._part(idx[0])
         net, nc = first.network, first.network_noise_conditional
         k, b = len(idx), x.shape[0]
+        level = sigma  # (the rows below may repeat it)
         conds = torch.stack([self._part(i).condition for i in idx])  # (k, *cond_shape)
         if callable(getattr(net, "energies_all", None)) and conds.dim() == 1 and not conds.is_floating_point():
             table = net.energies_all(x, sigma) if nc else net.energies_all(x)  # (B, K): one call on B rows
@@ -313,6 +316,10 @@ class Product(Energy):
             energies = torch.stack([complement(e) if neg else e
                                     for e, neg in zip(energies, self._row_complement[group])])
         weights = self._row_weights[group]
+        if weights is None:  # a guidance that depends on the noise level: (k, B) or (k, 1) weights
+            rows = [torch.as_tensor(c * guidance_at(g, level), dtype=energies.dtype, device=energies.device)
+                    for c, g in self._row_factors[group]]
+            return (torch.stack([w.expand(energies.shape[1]) for w in rows]) * energies).sum(0)
         if all(w == 1.0 for w in weights):
             return energies.sum(0)
         return (torch.tensor(weights, dtype=energies.dtype, device=energies.device)[:, None] * energies).sum(0)

@@ -6,13 +6,18 @@ The protocol (Du, Li & Mordatch 2020, scaled to a CPU):
    images; below 98% on any attribute the evaluation is void and says so.
 2. ``n`` samples (default 64) are drawn with the shipped experts and the family recipe for every
    single value, every colour & shape pair (seen and held-out reported apart), a fixed set of
-   colour & shape & position triples, a fixed set of four-attribute compositions and the negation
-   ``red & ~triangle``. A sample counts only if every condition is judged satisfied (a negated
-   value: judged some *other* value of its attribute; "none of the values" never counts).
+   colour & shape & position triples, a fixed set of four-attribute compositions, the negation
+   ``red & ~triangle`` and the README's main job ``red & triangle & ~top_left``. A sample counts only if
+   every condition is judged satisfied (a negated value: judged some *other* value of its attribute; "none
+   of the values" never counts).
 3. The monolithic baseline (one posterior over (shape, colour) pairs on the whole image, trained on the
    same ``train`` split, ``weights/baseline.safetensors``, over the same prior) is sampled for the same pairs.
 4. Concept inference: the share of fresh real images whose lowest-energy value is the true one.
-5. A PNG: one row per composition (seen pairs, held-out pairs, triples, negation, baseline).
+5. Diversity: for every composition, the judged distribution of its free attributes against the world's
+   uniform one (total variation) and the share of off-world sizes and colours; fidelity: the share of
+   samples that the world's renderer fits with soft IoU >= 0.95 and that show one object
+   (``composer_shapes.fidelity``).
+6. A PNG: one row per composition (seen pairs, held-out pairs, triples, negation, baseline).
 
 Every composition is sampled exactly as written (``composer_shapes.compose.compose``): the values share
 the prior, which the engine counts once.
@@ -133,7 +138,7 @@ def evaluate(n: int = 64, seed: int = 0, figure: str | Path | None = None, colum
         seed: seed of the first composition (each composition gets ``seed + its index``).
         figure: PNG path of the figure (rows = compositions, ``columns`` samples each).
         progress: print one line per composition on stderr (accuracy, fidelity, free attributes' TV).
-        only: evaluate only the compositions whose label contains this text (e.g. ``"triangle"``).
+        only: evaluate only these compositions (labels, comma-separated, e.g. ``"red & triangle,circle"``).
         overrides: ``composer.sample`` keyword arguments replacing the recipe's (e.g. ``steps``).
     """
     start = time.time()
@@ -159,8 +164,10 @@ def evaluate(n: int = 64, seed: int = 0, figure: str | Path | None = None, colum
     groups["four"] = [(" & ".join(q), conditions(*q), None) for q in QUADS]
     groups["negation"] = [(" & ".join(("~" if neg else "") + v for _, v, neg in spec),
                            [Condition(a, v, neg) for a, v, neg in spec], None) for spec in NEGATIONS]
+    groups["main"] = [("red & triangle & ~top_left", conditions("red", "triangle", "~top_left"), None)]
     if only is not None:
-        groups = {g: [item for item in items if only in item[0]] for g, items in groups.items()}
+        wanted = [w.strip() for w in only.split(",")]
+        groups = {g: [item for item in items if any(w == item[0] for w in wanted)] for g, items in groups.items()}
         groups = {g: items for g, items in groups.items() if items}
     index, count = 0, sum(len(items) for items in groups.values())
     for group, items in groups.items():
@@ -184,7 +191,7 @@ def evaluate(n: int = 64, seed: int = 0, figure: str | Path | None = None, colum
                 tv = " ".join(f"{a[:3]} {v:.2f}" for a, v in div["tv"].items())
                 click.echo(f"[{index:2d}/{count}] {group:21s} {label:38s} {acc:6.1%}  faithful {fid['faithful']:5.1%}"
                            f"  tv {tv or '-'}  ({time.time() - t0:.1f} s)", err=True)
-            if group in ("pair_seen", "pair_heldout", "triple", "negation", "baseline_pair_heldout", "four"):
+            if group in ("pair_seen", "pair_heldout", "triple", "negation", "baseline_pair_heldout", "four", "main"):
                 rows.append((f"{label}  {acc:.0%}", x[:columns]))
         results["groups"][group] = {"accuracy": table, "mean": sum(table.values()) / len(table)}
     results["concept_inference"] = concept_inference(1000, seed + 999)
@@ -224,7 +231,8 @@ def eval_group() -> None:
               help="Where to write the results (JSON).")
 @click.option("--figure", type=click.Path(dir_okay=False), default="shapes_eval.png", show_default=True,
               help="Where to write the figure (PNG).")
-@click.option("--only", default=None, help="Only the compositions whose label contains this text (e.g. triangle).")
+@click.option("--only", default=None,
+              help="Only these compositions, comma-separated labels (e.g. 'red & triangle & ~top_left,circle').")
 def eval_shapes(n: int, seed: int, steps_per_level: int | None, json_out: str, figure: str,
                 only: str | None) -> None:
     """Generate compositions with the shipped shapes experts and judge them with the independent classifier."""
