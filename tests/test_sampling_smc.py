@@ -140,3 +140,10 @@ def test_samples_lie_in_the_domain_even_without_clamping():
     e = composer.as_energy(lambda x: 0.5 * ((x - 0.9) / 0.3).pow(2).sum(-1), event_shape=(3,), domain=(0.0, 1.0))
     r = composer.sample(e, n=200, steps=20, step_size=0.05, clamp=False, seed=0)
     assert r.x.min() >= 0 and r.x.max() <= 1
+
+
+def test_population_samplers_refuse_a_mask():
+    e = gauss([0.0, 0.0], 1.0, 2)
+    for name in ("smc", "pt"):
+        with pytest.raises(CompositionError, match=f"sampler '{name}' draws its particles from a reference"):
+            composer.sample(e, init=torch.zeros(8, 2), mask=torch.tensor([True, False]), sampler=name, steps=1)

@@ -69,6 +69,9 @@ class ParallelTempering:
     def run(self, target: Any, x0: Tensor, plan: Any, generator: torch.Generator, options: dict[str, Any],
             *, domain: Any, event_shape: tuple[int, ...], progress: bool = False) -> dict[str, Any]:
         """Run ``plan.total`` steps of ``n = x0.shape[0]`` chains, each with its replicas."""
+        if target.mask is not None:
+            raise CompositionError("sampler 'pt' draws its particles from a reference: it takes no mask= "
+                                   "(use langevin or mala for inpainting)")
         opts = dict(options)
         unknown = sorted(set(opts) - set(OPTIONS))
         if unknown:

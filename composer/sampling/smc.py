@@ -152,6 +152,9 @@ class SMC:
             ``resampled``, ``acceptance``, ``step_size``, ``log_z``; then ``final_acceptance``),
             ``log_z``, ``log_z_se``, ``steps``, ``step_size``.
         """
+        if target.mask is not None:
+            raise CompositionError("sampler 'smc' draws its particles from a reference: it takes no mask= "
+                                   "(use langevin or mala for inpainting)")
         opts = dict(options)
         unknown = sorted(set(opts) - set(OPTIONS))
         if unknown:
