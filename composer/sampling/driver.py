@@ -369,8 +369,6 @@ def sample(
     )
 
 
-
-
 def population_result(kernel: Any, target: Target, x0: Tensor, plan: Any, generator: torch.Generator,
                       options: dict[str, Any], domain: Any, event_shape: tuple[int, ...], progress: bool, name: str,
                       seed: int | None, warmup: int) -> SampleResult:
