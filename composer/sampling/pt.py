@@ -66,6 +66,9 @@ class ParallelTempering:
     def step(self, state: Any, energy_fn: Any, **params: Any) -> Any:
         return _move_kernel("mala").step(state, energy_fn, **params)
 
+    def __repr__(self) -> str:
+        return "pt"
+
     def run(self, target: Any, x0: Tensor, plan: Any, generator: torch.Generator, options: dict[str, Any],
             *, domain: Any, event_shape: tuple[int, ...], progress: bool = False) -> dict[str, Any]:
         """Run ``plan.total`` steps of ``n = x0.shape[0]`` chains, each with its replicas."""
