@@ -52,7 +52,7 @@ from composer.sampling.population import (
 
 OPTIONS = {
     "moves": "kernel steps per level (default 10)",
-    "cess": "conditional ESS kept by each new level, in (0, 1) (default 0.95)",
+    "cess": "conditional ESS kept by each new level, in (0, 1) (default 0.98)",
     "ess": "resample an island when its ESS falls below this fraction (default 0.5)",
     "levels": "a fixed geometric ladder of this many levels instead of the adaptive one",
     "islands": "independent populations (default: up to 8 of at least 32 particles)",
@@ -166,7 +166,7 @@ class SMC:
         n = x0.shape[0]
         k = islands_for(n, opts.pop("islands", None))
         m = n // k
-        moves, cess, ess = int(opts.pop("moves", 10)), float(opts.pop("cess", 0.95)), float(opts.pop("ess", 0.5))
+        moves, cess, ess = int(opts.pop("moves", 10)), float(opts.pop("cess", 0.98)), float(opts.pop("ess", 0.5))
         levels, max_levels = opts.pop("levels", None), int(opts.pop("max_levels", 10000))
         kernel = _move_kernel(opts.pop("kernel", "mala"))
         if moves < 0 or not 0 < cess < 1 or not 0 <= ess <= 1:
