@@ -6,7 +6,10 @@ the default recipe (what ``composer sample EXPR`` runs) and, for reference, with
 (``recipe=False``: unadjusted Langevin, step 0.01, 500 steps, the behaviour before SMC). A share passes
 within 2 points; a log Z (estimated by SMC, exact by quadrature or in closed form) within 0.05 nats (an
 example whose default recipe is not SMC is also sampled with ``sampler="smc"`` for its log Z).
-Numbers are medians over ``--seeds`` seeds (default 3); "worst" is the largest deviation over the seeds.
+Numbers are medians over ``--seeds`` seeds (default 3); "worst" is the largest deviation over the seeds. A
+share passes when its median is within 2 points: a single run of even exact independent samples deviates
+by more than 2 points with probability ~1% per mode at n = 4000 (binomial sd 0.8 points at 50%), and SMC's
+shares spread ~1.3x more.
 
 Usage: ``python benchmarks/exactness.py [--n 4000] [--seeds 3] [--eight runs/eight]``
 
@@ -142,9 +145,10 @@ def main() -> None:
             for rec in (True, False):
                 vals = [r["shares"][k] for r in runs[rec]]
                 worst = max(abs(v - exact["shares"][k]) for v in vals) * 100
+                off = abs(statistics.median(vals) - exact["shares"][k]) * 100
                 cells.append(f"{100 * statistics.median(vals):6.1f} ({worst:4.1f})")
-                if rec and worst > 2.0:
-                    failures.append(f"{ex.name} {mode}: {worst:.1f} points")
+                if rec and off > 2.0:
+                    failures.append(f"{ex.name} {mode}: {off:.1f} points")
             label = ex.name if k == 0 else ""
             print(f"{label:32s} {mode:10s} {100 * exact['shares'][k]:7.1f} {cells[0] + ' ' + sampler:>22s} "
                   f"{cells[1]:>22s}")
