@@ -5,9 +5,9 @@ with ``&`` (product), ``|`` (mixture), ``~`` (negation), ``w *`` (weight) and ``
 (scope), and one shared Langevin sampler (``composer.sample``) draws from the result.
 """
 
-from composer.algebra import Mixture, Negation, Product, Scaled, Scoped, describe, mixture, product
+from composer.algebra import Mixture, Negation, Product, Scaled, Scoped, calibrate, describe, mixture, product
 from composer.compositions import load_compositions, read_definitions
-from composer.energy import ConditionalEnergy, Energy, FunctionEnergy, as_energy
+from composer.energy import ConditionalEnergy, Energy, FunctionEnergy, NoiseGuidance, as_energy
 from composer.errors import (
     CheckpointError,
     ComposerError,
@@ -38,11 +38,13 @@ __all__ = [
     "FunctionEnergy",
     "Mixture",
     "Negation",
+    "NoiseGuidance",
     "PluginError",
     "Product",
     "SamplingDivergedError",
     "Scaled",
     "Scoped",
+    "calibrate",
     "ReplayBuffer",
     "SampleResult",
     "UnknownNameError",

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from composer.energy import ConditionalEnergy, Energy, call_energy, complement, device_of
+from composer.energy import ConditionalEnergy, Energy, call_energy, complement, device_of, guidance_at
 from composer.errors import CompositionError
 
 
@@ -255,8 +255,10 @@ class Product(Energy):
         self._batched = batched
         # per batched row: the factor on its raw network energy (coefficient x guidance; a complement row's
         # -g log(1 - p) is g * complement(raw), so it takes |c| x g) and whether it is a complement
-        self._row_weights = [[abs(self.coefficients[i]) * parts[i].guidance if i in self._complement
-                              else self.coefficients[i] * parts[i].guidance for i in idx] for idx in batched]
+        self._row_factors = [[(abs(self.coefficients[i]) if i in self._complement else self.coefficients[i],
+                               parts[i].guidance) for i in idx] for idx in batched]
+        self._row_weights = [None if any(callable(g) for _, g in rows) else [c * g for c, g in rows]
+                             for rows in self._row_factors]  # floats, unless a guidance depends on the noise
         self._row_complement = [[i in self._complement for i in idx] for idx in batched]
 
     @property
@@ -280,7 +282,7 @@ class Product(Energy):
             e = call_energy(self._part(i), x, sigma)
             c = self.coefficients[i]
             if i in self._complement:
-                e, c = complement(e, self._part(i).guidance), -c
+                e, c = complement(e, guidance_at(self._part(i).guidance, sigma)), -c
             e = e if c == 1.0 else c * e
             total = e if total is None else total + e
         for group in range(len(self._batched)):
@@ -295,6 +297,7 @@ class Product(Energy):
         first: ConditionalEnergy = self._part(idx[0])
         net, nc = first.network, first.network_noise_conditional
         k, b = len(idx), x.shape[0]
+        level = sigma  # (the rows below may repeat it)
         conds = torch.stack([self._part(i).condition for i in idx])  # (k, *cond_shape)
         if callable(getattr(net, "energies_all", None)) and conds.dim() == 1 and not conds.is_floating_point():
             table = net.energies_all(x, sigma) if nc else net.energies_all(x)  # (B, K): one call on B rows
@@ -313,6 +316,10 @@ class Product(Energy):
             energies = torch.stack([complement(e) if neg else e
                                     for e, neg in zip(energies, self._row_complement[group])])
         weights = self._row_weights[group]
+        if weights is None:  # a guidance that depends on the noise level: (k, B) or (k, 1) weights
+            rows = [torch.as_tensor(c * guidance_at(g, level), dtype=energies.dtype, device=energies.device)
+                    for c, g in self._row_factors[group]]
+            return (torch.stack([w.expand(energies.shape[1]) for w in rows]) * energies).sum(0)
         if all(w == 1.0 for w in weights):
             return energies.sum(0)
         return (torch.tensor(weights, dtype=energies.dtype, device=energies.device)[:, None] * energies).sum(0)
@@ -455,6 +462,51 @@ def mixture(
             flat.append(e)
             flat_lw.append(float(lw))
     return Mixture(flat, flat_lw)
+
+
+def calibrate(energy: Energy, n: int = 4000, seed: int = 0, **sample_options: Any) -> Energy:
+    """A copy of ``energy`` whose mixtures weight each branch by its normaliser (``--calibrate``).
+
+    ``a | b`` is ``-log(exp(-E_a) + exp(-E_b))``: branch ``a`` holds the share ``Z_a / (Z_a + Z_b)`` of
+    the mass, ``Z_a = ∫ exp(-E_a)``, so a narrow branch gets few samples. Calibrated, each mixture's
+    log-weights become ``log w_i - log Z_i`` (``log Z_i`` estimated by ``sampler="smc"``), so branch ``i``
+    holds the share ``w_i / sum_j w_j`` (equal shares by default): ``p = sum_i w_i p_i``, the mixture of the
+    branches' normalised densities. Each branch must be a proper density on its own (not a lone
+    half-space) and not noise-conditional.
+
+    Args:
+        energy: any composition; its mixture nodes (at any depth) are calibrated, the original is unchanged.
+        n, seed: particles and seed of each branch's SMC run.
+        sample_options: further ``composer.sample`` arguments of those runs (e.g. ``device``).
+
+    Returns:
+        The calibrated copy; each calibrated mixture has ``log_z`` (the branches' estimates) and
+        ``log_z_se`` (their standard errors).
+    """
+    import copy
+
+    from composer.sampling import sample
+
+    out = copy.deepcopy(energy)
+    stack = [out]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children_energies())
+        if not isinstance(node, Mixture):
+            continue
+        estimates = []
+        for i, c in enumerate(node.components):
+            if c.noise_conditional:
+                raise CompositionError(f"cannot calibrate {node.formula()}: {c.formula()} is noise-conditional "
+                                       "(SMC on a noise ladder gives only ratios of normalisers)")
+            r = sample(c, n=n, sampler="smc", seed=seed + i, steps=0, recipe=False, **sample_options)
+            if not math.isfinite(r.log_z):
+                raise CompositionError(f"cannot calibrate {node.formula()}: log Z of {c.formula()} is not finite")
+            estimates.append((r.log_z, r.log_z_se))
+        node.log_weights = [lw - z for lw, (z, _) in zip(node.log_weights, estimates)]
+        node.log_z = [z for z, _ in estimates]
+        node.log_z_se = [se for _, se in estimates]
+    return out
 
 
 class Scoped(Energy):

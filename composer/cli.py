@@ -139,6 +139,31 @@ def show(expr: str, defs: str | None) -> None:
     if domain is not None:
         click.echo(f"domain:  [{_short(domain[0])}, {_short(domain[1])}]")
     click.echo(describe(energy))
+    click.echo(recipe_lines(energy))
+
+
+def recipe_lines(energy: Any) -> str:
+    """What ``composer sample`` would run on ``energy`` without options: sampler, steps, step size, ..."""
+    from composer.sampling.recipe import DEFAULTS, explain_options
+
+    opts, source = explain_options(energy, True, {k: None for k in DEFAULTS})
+    shown = ("sampler", "steps", "step_size", "warmup", "noise", "temperature", "sigmas", "predictor", "init",
+             "clamp", "kernel_options")
+    lines = ["recipe (what `composer sample` runs without options):"]
+    for key in shown:
+        value = opts[key]
+        if key == "sigmas" and value is not None:
+            value = f"{len(value)} levels from {value[0]:.4g} to {value[-1]:.4g}"
+        if value is None and source[key] == "default":
+            continue
+        lines.append(f"  {key:14s} {value}  [{source[key]}]")
+    notes = {"smc": "steps are MALA steps at the target after the annealing; the MALA step starts from the "
+                    "reference's scale and adapts (a noise ladder's steps start from step_size)",
+             "pt": "steps are iterations of all replicas; each replica's MALA step starts from the reference's "
+                   "scale and adapts"}
+    if opts["sampler"] in notes:
+        lines.append(f"  ({opts['sampler']}: {notes[opts['sampler']]})")
+    return "\n".join(lines)
 
 
 def _short(t: Any) -> str:
@@ -166,12 +191,23 @@ Examples:
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Number of samples.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Sampler steps [default: the experts' sampling recipe, else 500].")
+              help="Sampler steps [default: the experts' sampling recipe, else 500 (smc: 20 MALA steps after the "
+                   "annealing; pt: 1000 iterations)].")
 @click.option("--sampler", default=None,
-              help="Sampler kernel (see `composer list`) [default: the experts' recipe, else langevin].")
-@click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None, help="Step size.")
-@click.option("--noise", default=None, help="'exact' (sqrt(2*step*T)) or a number (IGEBM-style decoupled noise).")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="Temperature T.")
+              help="Sampler (see `composer list`) [default: the experts' recipe; smc when the composition has a "
+                   "mixture node or a multi-modal expert and no noise ladder; else langevin]. `composer show EXPR` "
+                   "prints the recipe that will run.")
+@click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Step size [default: the experts' recipe, else 0.01; smc and pt start from the reference's "
+                   "scale and adapt it].")
+@click.option("--noise", default=None,
+              help="'exact' (sqrt(2*step*T)) or a number (IGEBM-style decoupled noise) [default: the recipe, "
+                   "else exact].")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Temperature T [default: the recipe, else 1].")
+@click.option("--calibrate", is_flag=True,
+              help="Weight each branch of a mixture `a | b` by its normaliser (SMC log Z): equal shares of the "
+                   "samples instead of shares proportional to each branch's mass.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same samples).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cpu, cuda, cuda:1.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="samples.npz", show_default=True,
@@ -181,8 +217,8 @@ Examples:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @defs_option
 def sample(expr: str, n: int, steps: int | None, sampler: str, step_size: float | None, noise: str | None,
-           temperature: float | None, seed: int, device: str, out: str, trace_png: str | None, quiet: bool,
-           defs: str | None) -> None:
+           temperature: float | None, calibrate: bool, seed: int, device: str, out: str, trace_png: str | None,
+           quiet: bool, defs: str | None) -> None:
     """Draw N samples of the composition EXPR with the shared sampler and write them to --out."""
     out_path = _check_output(out, (".npz", ".png"))
     if trace_png:
@@ -191,6 +227,10 @@ def sample(expr: str, n: int, steps: int | None, sampler: str, step_size: float 
     energy = _parse(expr, defs)
     from composer.sampling import sample as draw
 
+    if calibrate:
+        from composer.algebra import calibrate as calibrated
+
+        energy = calibrated(energy, seed=seed, device=dev)
     # options left at None come from the experts' sampling recipe, else the driver's defaults
     result = draw(energy, n=n, steps=steps, sampler=sampler, step_size=step_size, noise=_noise(noise),
                   temperature=temperature, seed=seed, device=dev, progress=not quiet, registry=_registry())
@@ -209,6 +249,8 @@ def sample(expr: str, n: int, steps: int | None, sampler: str, step_size: float 
         save_trace_png({k: v.detach().cpu() for k, v in result.trace.items() if v is not None}, trace_png,
                        title=energy.formula())
     click.echo(f"wrote {n} samples to {out_path} ({sample_summary(x, e)})", err=True)
+    if result.log_z is not None:
+        click.echo(f"{result.sampler}: log Z = {result.log_z:.4f} +- {result.log_z_se:.4f}", err=True)
 
 
 def sample_summary(x: Any, energy: Any) -> str:

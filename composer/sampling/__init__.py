@@ -8,7 +8,9 @@
 
 Kernels (``langevin``, ``mala``, ``hmc``, or any registered by a plugin) follow the protocol in
 ``composer.sampling.langevin``: ``init(x, energy_fn) -> state`` and
-``step(state, energy_fn, *, step_size, temperature, generator, ...) -> (state, info)``.
+``step(state, energy_fn, *, step_size, temperature, generator, ...) -> (state, info)``. The population
+samplers ``smc`` (sequential Monte Carlo: mode weights right, ``log Z``; ``composer.sampling.smc``) and ``pt``
+(parallel tempering; ``composer.sampling.pt``) run whole populations through ``run`` and move them with MALA.
 """
 
 from composer.sampling import schedules
@@ -17,11 +19,15 @@ from composer.sampling.driver import SampleResult, sample
 from composer.sampling.hmc import HMC, hmc
 from composer.sampling.langevin import Kernel, Langevin, LangevinState, StepInfo, langevin
 from composer.sampling.mala import MALA, mala
+from composer.sampling.pt import ParallelTempering, pt
+from composer.sampling.smc import SMC, smc
 from composer.sampling.target import Target, as_target
 
 __all__ = [
     "HMC",
     "MALA",
+    "ParallelTempering",
+    "SMC",
     "Kernel",
     "Langevin",
     "LangevinState",
@@ -33,6 +39,8 @@ __all__ = [
     "hmc",
     "langevin",
     "mala",
+    "pt",
     "sample",
     "schedules",
+    "smc",
 ]

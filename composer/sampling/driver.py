@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from composer.energy import Energy, as_energy, device_of
+from composer.energy import Energy, as_energy, call_energy, device_of
 from composer.errors import CompositionError
 from composer.sampling.adapt import DualAveraging
 from composer.sampling.buffer import ReplayBuffer, draw_noise
@@ -61,6 +61,9 @@ class SampleResult:
         warmup: number of warm-up steps.
         sampler: name of the kernel.
         seed: the seed of the generator (``None`` when a generator was given).
+        log_z: ``sampler="smc"``: the estimate of ``log Z = log ∫ exp(-E(x) / T) dx`` (on a noise ladder,
+            ``log Z(sigma_min) - log Z(sigma_max)``); ``None`` for other samplers.
+        log_z_se: its standard error (the spread of independent islands; NaN with one island).
     """
 
     x: Tensor
@@ -71,6 +74,8 @@ class SampleResult:
     warmup: int = 0
     sampler: str = ""
     seed: int | None = None
+    log_z: float | None = None
+    log_z_se: float | None = None
 
     @property
     def acceptance(self) -> float | None:
@@ -91,6 +96,8 @@ class SampleResult:
         ]
         if acc is not None:
             parts.append(f"acceptance {acc:.3f}")
+        if self.log_z is not None:
+            parts.append(f"log Z {self.log_z:.4f} +- {self.log_z_se:.4f}")
         return ", ".join(parts)
 
 
@@ -274,7 +281,9 @@ def sample(
         if not getattr(kernel, "decoupled_noise", False):
             raise CompositionError(f"sampler '{name}' needs noise='exact' (its correctness depends on it)")
     extra = dict(kernel_options or {})
-    check_kernel_options(kernel, name, extra)
+    population = getattr(kernel, "population", False)  # smc, pt: whole-population samplers
+    if not population:
+        check_kernel_options(kernel, name, extra)
     if getattr(kernel, "decoupled_noise", False):
         extra["noise"] = noise
 
@@ -302,6 +311,9 @@ def sample(
         low=domain[0] if use_domain else None,
         high=domain[1] if use_domain else None,
     )
+    if population:
+        return population_result(kernel, target, x0, plan, generator, extra, domain, event_shape, progress,
+                                 name, seed, warmup)
     step_fn = kernel.step
     contexts = contextlib.ExitStack()
     if compile:
@@ -340,6 +352,11 @@ def sample(
         scale = runner.scale if isinstance(runner.scale, float) else float(runner.scale)
         base = plan.step_sizes[last]
         final_step = scale * float(base)
+    if domain is not None and not use_domain:  # chains moved freely: the samples are projected into the domain
+        x = torch.maximum(torch.minimum(x, domain[1]), domain[0])
+        if e is not None:
+            with torch.no_grad():
+                e = call_energy(energy, x, runner.sigma)
     return SampleResult(
         x=x.detach(),
         energy=e.detach() if e is not None else None,
@@ -352,3 +369,16 @@ def sample(
     )
 
 
+def population_result(kernel: Any, target: Target, x0: Tensor, plan: Any, generator: torch.Generator,
+                      options: dict[str, Any], domain: Any, event_shape: tuple[int, ...], progress: bool, name: str,
+                      seed: int | None, warmup: int) -> SampleResult:
+    """Run a population sampler (``composer.sampling.smc``, ``composer.sampling.pt``) and wrap its output."""
+    out = kernel.run(target, x0, plan, generator, options, domain=domain, event_shape=event_shape,
+                     progress=progress)
+    x = out["x"]
+    if domain is not None:
+        x = torch.maximum(torch.minimum(x, domain[1]), domain[0])
+    steps = torch.full((x.shape[0],), int(out["steps"]), dtype=torch.long, device=x.device)
+    return SampleResult(x=x.detach(), energy=out["energy"].detach(), trace=out["trace"], steps_run=steps,
+                        step_size=float(out["step_size"]), warmup=warmup, sampler=name, seed=seed,
+                        log_z=out.get("log_z"), log_z_se=out.get("log_z_se"))

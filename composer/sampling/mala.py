@@ -93,7 +93,10 @@ class MALA:
         e_new, g_new = target.value_and_grad(x_new)
         forward = axpy(x_new - x, step_size, drift)  # x' - x + s d(x)
         backward = axpy(x - x_new, step_size, target.drift(g_new))  # x - x' + s d(x')
-        log_q = (squared_norm(forward) - squared_norm(backward)) / (4.0 * step_size * temperature)
+        scale = 4.0 * step_size * temperature
+        if isinstance(scale, Tensor) and scale.dim() > 0:  # one step per chain, shape (B, 1, ..., 1)
+            scale = scale.reshape(scale.shape[0], -1)[:, 0]
+        log_q = (squared_norm(forward) - squared_norm(backward)) / scale
         log_ratio = (energy - e_new) / temperature + log_q
         return metropolis_select(state, LangevinState(x_new, e_new, g_new), log_ratio, target, generator)
 

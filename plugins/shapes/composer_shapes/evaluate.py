@@ -6,13 +6,18 @@ The protocol (Du, Li & Mordatch 2020, scaled to a CPU):
    images; below 98% on any attribute the evaluation is void and says so.
 2. ``n`` samples (default 64) are drawn with the shipped experts and the family recipe for every
    single value, every colour & shape pair (seen and held-out reported apart), a fixed set of
-   colour & shape & position triples, a fixed set of four-attribute compositions and the negation
-   ``red & ~triangle``. A sample counts only if every condition is judged satisfied (a negated
-   value: judged some *other* value of its attribute; "none of the values" never counts).
+   colour & shape & position triples, a fixed set of four-attribute compositions, the negation
+   ``red & ~triangle`` and the README's main job ``red & triangle & ~top_left``. A sample counts only if
+   every condition is judged satisfied (a negated value: judged some *other* value of its attribute; "none
+   of the values" never counts).
 3. The monolithic baseline (one posterior over (shape, colour) pairs on the whole image, trained on the
    same ``train`` split, ``weights/baseline.safetensors``, over the same prior) is sampled for the same pairs.
 4. Concept inference: the share of fresh real images whose lowest-energy value is the true one.
-5. A PNG: one row per composition (seen pairs, held-out pairs, triples, negation, baseline).
+5. Diversity: for every composition, the judged distribution of its free attributes against the world's
+   uniform one (total variation) and the share of off-world sizes and colours; fidelity: the share of
+   samples that the world's renderer fits with soft IoU >= 0.95 and that show one object
+   (``composer_shapes.fidelity``).
+6. A PNG: one row per composition (seen pairs, held-out pairs, triples, negation, baseline).
 
 Every composition is sampled exactly as written (``composer_shapes.compose.compose``): the values share
 the prior, which the engine counts once.
@@ -33,6 +38,7 @@ from composer_shapes import classifier
 from composer_shapes.compose import Condition, compose, conditions
 from composer_shapes.data import HELDOUT_PAIRS, generate
 from composer_shapes.experts import FAMILIES, GUIDANCE, family, load_network, prior
+from composer_shapes.fidelity import fidelity
 from composer_shapes.recipe import recipe_for_family, sample
 from composer_shapes.world import ATTRIBUTES, IMAGE_SHAPE
 
@@ -46,9 +52,36 @@ QUADS = [("red", "triangle", "large", "top_right"), ("green", "circle", "small",
 NEGATIONS = [(("color", "red", False), ("shape", "triangle", True))]
 
 
-def judge(x: torch.Tensor, conds: list[Condition]) -> torch.Tensor:
+def diversity(pred: dict[str, torch.Tensor], conds: list[Condition]) -> dict[str, Any]:
+    """How faithfully samples spread over their *free* attributes (judge's labels ``pred``).
+
+    An attribute no condition fixes is free: the world is uniform over its values (over the values not
+    negated, e.g. three positions for ``~top_left``), so the composition's exact conditional is too (the
+    attributes are independent in the world). Returns the total variation distance between the judged
+    distribution and that uniform one per free attribute (a label outside the allowed values, or "none",
+    counts fully against it), the judged distribution, and the share of samples judged an off-world
+    ("none") size and colour.
+    """
+    fixed = {c.attribute for c in conds if not c.negated}
+    out: dict[str, Any] = {"tv": {}, "distribution": {}}
+    for attribute, values in ATTRIBUTES.items():
+        if attribute in fixed:
+            continue
+        allowed = [i for i, v in enumerate(values) if not any(c.attribute == attribute and c.value == v for c in conds)]
+        labels = pred[attribute]
+        share = [float((labels == i).double().mean()) for i in range(len(values))]
+        outside = 1.0 - sum(share[i] for i in allowed)
+        out["tv"][attribute] = 0.5 * (sum(abs(share[i] - 1 / len(allowed)) for i in allowed) + outside)
+        out["distribution"][attribute] = dict(zip(values, share))
+    for attribute in ("size", "color"):
+        out[f"offworld_{attribute}"] = float((pred[attribute] == classifier.NONE).double().mean())
+    out["max_tv"] = max(out["tv"].values(), default=0.0)
+    return out
+
+
+def judge(x: torch.Tensor, conds: list[Condition], pred: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """``(N,)`` bool: every condition judged satisfied by the classifier."""
-    pred = classifier.classify(x)
+    pred = classifier.classify(x) if pred is None else pred
     ok = torch.ones(x.shape[0], dtype=torch.bool)
     for c in conds:
         p = pred[c.attribute]
@@ -97,20 +130,24 @@ def concept_inference(n: int, seed: int) -> dict[str, float]:
 
 
 def evaluate(n: int = 64, seed: int = 0, figure: str | Path | None = None, columns: int = 8,
-             progress: bool = True, **overrides: Any) -> dict[str, Any]:
+             progress: bool = True, only: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Run the whole protocol; returns the results as JSON-able data (and writes ``figure`` if given).
 
     Args:
         n: samples per composition.
         seed: seed of the first composition (each composition gets ``seed + its index``).
         figure: PNG path of the figure (rows = compositions, ``columns`` samples each).
-        progress: print one line per composition on stderr.
+        progress: print one line per composition on stderr (accuracy, fidelity, free attributes' TV).
+        only: evaluate only these compositions (labels, comma-separated, e.g. ``"red & triangle,circle"``).
         overrides: ``composer.sample`` keyword arguments replacing the recipe's (e.g. ``steps``).
     """
     start = time.time()
     judge_acc = classifier.accuracy(n=1000, seed=seed + 12345)
     results: dict[str, Any] = {"n": n, "seed": seed, "classifier_accuracy": judge_acc,
-                               "void": any(v < 0.98 for v in judge_acc.values()), "groups": {}, "diverged": []}
+                               "void": any(v < 0.98 for v in judge_acc.values()), "groups": {}, "diverged": [],
+                               "diversity": {}, "fidelity": {}, "outside_unit_interval": {}}
+    if progress:
+        click.echo(f"judge on real images: {', '.join(f'{k} {v:.1%}' for k, v in judge_acc.items())}", err=True)
     rows: list[tuple[str, torch.Tensor]] = []
     heldout = {(s, c) for s, c in HELDOUT_PAIRS}
     groups: dict[str, list[tuple[str, list[Condition], Any]]] = {
@@ -127,7 +164,12 @@ def evaluate(n: int = 64, seed: int = 0, figure: str | Path | None = None, colum
     groups["four"] = [(" & ".join(q), conditions(*q), None) for q in QUADS]
     groups["negation"] = [(" & ".join(("~" if neg else "") + v for _, v, neg in spec),
                            [Condition(a, v, neg) for a, v, neg in spec], None) for spec in NEGATIONS]
-    index = 0
+    groups["main"] = [("red & triangle & ~top_left", conditions("red", "triangle", "~top_left"), None)]
+    if only is not None:
+        wanted = [w.strip() for w in only.split(",")]
+        groups = {g: [item for item in items if any(w == item[0] for w in wanted)] for g, items in groups.items()}
+        groups = {g: items for g, items in groups.items() if items}
+    index, count = 0, sum(len(items) for items in groups.values())
     for group, items in groups.items():
         table = {}
         for label, conds, pair in items:
@@ -139,11 +181,17 @@ def evaluate(n: int = 64, seed: int = 0, figure: str | Path | None = None, colum
                 results["diverged"].append(label)
                 x = torch.zeros(n, *IMAGE_SHAPE)
             index += 1
-            acc = float(judge(x, conds).float().mean())
+            pred = classifier.classify(x)
+            acc = float(judge(x, conds, pred).float().mean())
             table[label] = acc
+            results["outside_unit_interval"][label] = float(((x < 0) | (x > 1)).double().mean())
+            div = results["diversity"][label] = diversity(pred, conds)
+            fid = results["fidelity"][label] = fidelity(x)
             if progress:
-                click.echo(f"{group:22s} {label:40s} {acc:6.1%}  ({time.time() - t0:.1f} s)", err=True)
-            if group in ("pair_seen", "pair_heldout", "triple", "negation", "baseline_pair_heldout", "four"):
+                tv = " ".join(f"{a[:3]} {v:.2f}" for a, v in div["tv"].items())
+                click.echo(f"[{index:2d}/{count}] {group:21s} {label:38s} {acc:6.1%}  faithful {fid['faithful']:5.1%}"
+                           f"  tv {tv or '-'}  ({time.time() - t0:.1f} s)", err=True)
+            if group in ("pair_seen", "pair_heldout", "triple", "negation", "baseline_pair_heldout", "four", "main"):
                 rows.append((f"{label}  {acc:.0%}", x[:columns]))
         results["groups"][group] = {"accuracy": table, "mean": sum(table.values()) / len(table)}
     results["concept_inference"] = concept_inference(1000, seed + 999)
@@ -183,13 +231,16 @@ def eval_group() -> None:
               help="Where to write the results (JSON).")
 @click.option("--figure", type=click.Path(dir_okay=False), default="shapes_eval.png", show_default=True,
               help="Where to write the figure (PNG).")
-def eval_shapes(n: int, seed: int, steps_per_level: int | None, json_out: str, figure: str) -> None:
+@click.option("--only", default=None,
+              help="Only these compositions, comma-separated labels (e.g. 'red & triangle & ~top_left,circle').")
+def eval_shapes(n: int, seed: int, steps_per_level: int | None, json_out: str, figure: str,
+                only: str | None) -> None:
     """Generate compositions with the shipped shapes experts and judge them with the independent classifier."""
     overrides = {}
     if steps_per_level is not None:
         r = recipe_for_family("shapes.color").replace(steps_per_level=steps_per_level)
         overrides = {"steps": r.levels * r.steps_per_level}
-    results = evaluate(n=n, seed=seed, figure=figure, **overrides)
+    results = evaluate(n=n, seed=seed, figure=figure, only=only, **overrides)
     Path(json_out).write_text(json.dumps(results, indent=2))
     click.echo(summary(results))
 
@@ -202,6 +253,18 @@ def summary(results: dict[str, Any]) -> str:
         lines.append("EVALUATION VOID: the classifier is below 98% on some attribute")
     for group, r in results["groups"].items():
         lines.append(f"{group:22s} {r['mean']:6.1%}")
+    if results.get("diversity"):
+        lines.append("diversity (free attributes' TV distance to the world's uniform; off-world size/colour) and "
+                     "fidelity (share with renderer-fit soft IoU >= 0.95 and one object):")
+        lines.append(f"  {'composition':40s} {'max TV':>6s} {'off size':>8s} {'off col':>7s} {'faithful':>8s}"
+                     "  TV per attribute")
+        for label, d in results["diversity"].items():
+            f = results["fidelity"][label]
+            tv = ", ".join(f"{a} {v:.2f}" for a, v in d["tv"].items())
+            lines.append(f"  {label:40s} {d['max_tv']:6.2f} {d['offworld_size']:8.1%} {d['offworld_color']:7.1%} "
+                         f"{f['faithful']:8.1%}  {tv}")
+        outside = max(results["outside_unit_interval"].values(), default=0.0)
+        lines.append(f"  sample values outside [0, 1]: {outside:.2%} (largest share over compositions)")
     if results.get("diverged"):
         lines.append("diverged (counted as wrong): " + ", ".join(results["diverged"]))
     lines.append("concept inference: " + ", ".join(f"{k} {v:.1%}" for k, v in results["concept_inference"].items()))

@@ -75,6 +75,8 @@ class GaussianMixture(ToyEnergy):
         weights: ``(K,)`` positive weights (normalised here); default uniform.
     """
 
+    multimodal = True  # composer.sample picks a sampler that gets the components' weights right (smc)
+
     def __init__(self, means: Matrix, std: Vector = 1.0, weights: Vector | None = None):
         name = "toy.mixture"
         m = tensor_param(name, "means", means, (2,), _MAT)
@@ -111,6 +113,9 @@ class Ring(ToyEnergy):
         dim: dimension ``D``.
     """
 
+    #: sampled with MALA by default: unadjusted Langevin at the default step widens a thin ring
+    sampling_recipe = {"sampler": "mala"}
+
     def __init__(self, radius: float = 1.0, width: float = 0.1, dim: int = 2):
         name = "toy.ring"
         r = scalar_param(name, "radius", radius, allow_zero=True)
@@ -142,6 +147,8 @@ class Moons(ToyEnergy):
     Args:
         width: positive thickness of the moons.
     """
+
+    multimodal = True
 
     def __init__(self, width: float = 0.1):
         name = "toy.moons"
