@@ -24,6 +24,7 @@ from composer.energy import Energy, as_energy, device_of
 from composer.errors import CompositionError
 from composer.sampling.adapt import DualAveraging
 from composer.sampling.buffer import ReplayBuffer, draw_noise
+from composer.sampling.guard import check_bounded, check_experts, check_run
 from composer.sampling.recipe import resolve_options
 from composer.sampling.resolve import (
     build_plan,
@@ -127,6 +128,8 @@ def sample(
     progress: bool = False,
     registry: Any = None,
     recipe: bool | dict[str, Any] = True,
+    allow_unbounded: bool = False,
+    guard: bool = True,
 ) -> SampleResult:
     """Sample ``n`` chains of ``p(x) ∝ exp(-E(x) / T)`` for ``steps`` steps.
 
@@ -190,14 +193,19 @@ def sample(
             the composition carries (``True``), from this dict, or (``False``) from the built-in
             defaults alone: 500 steps of ``"langevin"``, step 0.01, exact noise, T = 1, clamped
             (``composer.sampling.recipe``).
+        allow_unbounded: sample a composition found unbounded below (a warning instead of an
+            ``UnboundedEnergyError``, see ``composer.sampling.guard.check_bounded``).
+        guard: fail runs that went wrong while finite (collapsed acceptance, exploding energy, a
+            constant energy; ``composer.sampling.guard.check_run``). Non-finite values always fail.
 
     Returns:
         A ``SampleResult`` with ``x``, ``energy``, ``trace`` and ``steps_run``.
 
     Raises:
         CompositionError: invalid composition or arguments.
+        UnboundedEnergyError: the composition's energy falls without bound (see ``allow_unbounded``).
         SamplingDivergedError: non-finite energies, gradients or samples, naming the step, the
-            chains and the first expert with a non-finite value.
+            chains and the first expert with a non-finite value; or a run gone wrong while finite.
     """
     if not isinstance(energy, Energy):
         if not callable(energy):
@@ -244,6 +252,7 @@ def sample(
     elif generator.device.type != dev.type:
         raise CompositionError(f"the generator is on {generator.device} but sampling runs on {dev}")
     domain = resolve_domain(energy, dev, dt)
+    check_bounded(energy, event_shape, domain if clamp else None, dev, dt, allow_unbounded)
 
     slots = None
     if isinstance(init, Tensor):
@@ -311,6 +320,7 @@ def sample(
         if mode is not None and ("reduce-overhead" in mode or "cudagraphs" in mode):
             step_fn = owning_outputs(step_fn)
 
+    check_experts(energy, x0[:2], plan.sigmas[0] if plan.sigmas else None)
     with contexts:
         state = kernel.init(x0, target)
         initial_ok = check_initial(state, energy, n)
@@ -331,24 +341,31 @@ def sample(
         finally:
             if bar is not None:
                 bar.close()
+    traced = recorder.result(runner.steps_done)
+    if guard and traced:
+        check_run(traced, warmup, name, runner_step_size(runner, plan), plan.temperatures, plan.sigmas,
+                  use_domain, mask is not None)
     x, e, steps_run = runner.outputs()
     if slots is not None:
         init.update(slots, x)
-    last = plan.total - 1
-    final_step = 0.0
-    if last >= 0:
-        scale = runner.scale if isinstance(runner.scale, float) else float(runner.scale)
-        base = plan.step_sizes[last]
-        final_step = scale * float(base)
     return SampleResult(
         x=x.detach(),
         energy=e.detach() if e is not None else None,
-        trace=recorder.result(runner.steps_done),
+        trace=traced,
         steps_run=steps_run,
-        step_size=final_step,
+        step_size=runner_step_size(runner, plan),
         warmup=warmup,
         sampler=name,
         seed=seed,
     )
 
 
+
+
+def runner_step_size(runner: Runner, plan: Any) -> float:
+    """The step size of the run's last step (after adaptation), ``0.0`` for a run of no steps."""
+    last = plan.total - 1
+    if last < 0:
+        return 0.0
+    scale = runner.scale if isinstance(runner.scale, float) else float(runner.scale)
+    return scale * float(plan.step_sizes[last])
