@@ -24,7 +24,7 @@ from composer.energy import Energy, as_energy, device_of
 from composer.errors import CompositionError
 from composer.sampling.adapt import DualAveraging
 from composer.sampling.buffer import ReplayBuffer, draw_noise
-from composer.sampling.guard import check_bounded, check_experts, check_run
+from composer.sampling.guard import check_bounded, check_run, naming_experts
 from composer.sampling.recipe import resolve_options
 from composer.sampling.resolve import (
     build_plan,
@@ -320,9 +320,9 @@ def sample(
         if mode is not None and ("reduce-overhead" in mode or "cudagraphs" in mode):
             step_fn = owning_outputs(step_fn)
 
-    check_experts(energy, x0[:2], plan.sigmas[0] if plan.sigmas else None)
     with contexts:
-        state = kernel.init(x0, target)
+        with naming_experts(energy, x0, plan.sigmas[0] if plan.sigmas else None):  # a plugin's bug: name it
+            state = kernel.init(x0, target)
         initial_ok = check_initial(state, energy, n)
         metropolis = bool(getattr(kernel, "metropolis", False))
         grad = getattr(state, "grad", None)

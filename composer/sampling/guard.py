@@ -9,6 +9,7 @@ the scopes (``.on(view)``) above them.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -136,6 +137,22 @@ def check_experts(energy: nn.Module, x: Tensor, sigma: Any = None) -> None:
                     f"expert {_name(leaf)} returned energies of shape {got} for {k} inputs; an expert must "
                     f"return one energy per input, shape ({k},)"
                 )
+
+
+@contextlib.contextmanager
+def naming_experts(energy: nn.Module, x: Tensor, sigma: Any = None) -> Iterator[None]:
+    """Run the block; if it fails with an unexpected exception, find the leaf expert that fails on
+    ``x`` and raise ``check_experts``' error naming it instead (costs nothing unless it fails)."""
+    try:
+        yield
+    except ComposerError:
+        raise
+    except Exception as exc:
+        try:
+            check_experts(energy, x, sigma)
+        except CompositionError as named:
+            raise named from exc
+        raise
 
 
 def has_negation(energy: nn.Module) -> bool:

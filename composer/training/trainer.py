@@ -246,8 +246,7 @@ class Trainer:
         bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
         bar.refresh()
         if self.dist.is_main:
-            with open(self.output / "log.jsonl", "a") as f:  # one short line per write: a kill tears at most it
-                f.write(json.dumps({"step": self.step, **values}) + "\n")
+            append_line(self.output / "log.jsonl", json.dumps({"step": self.step, **values}))
 
     # -- state -----------------------------------------------------------------------------------
     def _metadata(self, kind: str) -> dict[str, Any]:
@@ -525,6 +524,22 @@ def recipe_of(output: str | Path) -> TrainConfig:
         raise CheckpointError(f"{reason} and no checkpoint (killed before its first write?): start it again with "
                               f"`composer train CONFIG --resume {output}`")
     return config_from_dict(ckpt.read_metadata(latest)["recipe"])
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line in one ``write`` (a kill tears at most this line; resume drops a torn one),
+    never following a planted symlink."""
+    import os
+
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise CheckpointError(f"cannot append to {path}: {exc.strerror or exc}") from None
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def _logged_step(line: str) -> int | None:
