@@ -1,9 +1,18 @@
-"""The divergence guard: name the step, the chains and the expert that went non-finite.
+"""The sampler's guard: no wrong samples with exit 0.
 
-The driver notices non-finite energies or gradients when it flushes its trace (every
-``check_every`` steps), replays the chunk from its snapshot one checked step at a time up to the
-first bad step, and calls ``diverged_error`` with the bad chains' states at that step. The
-experts are the leaves of the composition tree (``Energy.children_energies``), evaluated through
+- **Non-finite values**: the driver notices non-finite energies or gradients when it flushes its
+  trace (every ``check_every`` steps), replays the chunk from its snapshot one checked step at a time
+  up to the first bad step, and calls ``diverged_error`` with the bad chains' states at that step.
+- **Unbounded compositions**, before sampling (``check_bounded``): where the algebra says it can
+  happen (a negation in the tree) and no domain keeps the chains in a box, a probe along rays from
+  the origin looks for an energy that keeps falling faster and faster.
+- **Runs gone wrong while finite**, after sampling, from the trace (``check_run``): Metropolis
+  acceptance collapsed, energies exploding, or an energy constant everywhere (no distribution).
+- **Broken experts**: ``naming_experts`` turns an expert's exception into an error naming it;
+  ``check_inputs`` refuses inputs of the wrong dtype, shape, or outside the experts' domain.
+
+False positives are worse than misses: each test's thresholds are documented where it is defined.
+The experts are the leaves of the composition tree (``Energy.children_energies``), evaluated through
 the scopes (``.on(view)``) above them.
 """
 
