@@ -215,7 +215,14 @@ def dataset(name: str, n: int | None, split: str | None, seed: int | None, out: 
     loader = _registry().dataset(name).obj
     options = {k: v for k, v in {"n": n, "split": split, "seed": seed}.items() if v is not None}
     _check_options(loader, options, f"dataset '{name}'")
-    data = loader(**options)
+    try:
+        data = loader(**options)
+    except ComposerError:
+        raise
+    except (Exception, MemoryError) as exc:  # a plugin's loader failing on these options (or out of memory)
+        shown = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "no options"
+        raise ComposerError(f"dataset '{name}' failed with {shown}: {type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:300]}") from None
     if not isinstance(data, dict):
         raise ComposerError(f"dataset '{name}' returned {type(data).__name__}, not a dict of arrays with 'x'")
     data = dict(data)

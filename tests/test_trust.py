@@ -138,6 +138,7 @@ BAD_INPUTS = [
     (["dataset", "eight_gaussians", "--seed", "-1", "--out", "{tmp}/d.npz"], "Invalid value for '--seed'"),
     (["train", "{toml:}", "--seed", str(2**64)], "Invalid value for '--seed'"),
     (["sample", G, "-n", str(10**13)], "GiB"),
+    (["dataset", "eight_gaussians", "-n", str(10**13), "--out", "{tmp}/d.npz"], "MemoryError"),
     (["train", "{toml:steps = \"abc\"}"], "'steps' in the top level must be an integer, got 'abc'"),
     (["train", "{toml:seed = \"zero\"}"], "'seed' in the top level must be an integer"),
     (["train", "{toml:batch_size = 1.5}"], "must be an integer, got 1.5"),

@@ -102,7 +102,14 @@ class Trainer:
         self.device = self.dist.device
         self.output = Path(cfg.output)
         self.progress = cfg.log.progress if progress is None else progress
-        self.data = (data if data is not None else prepare_data(cfg.data, registry)).to(self.device)
+        try:
+            self.data = (data if data is not None else prepare_data(cfg.data, registry)).to(self.device)
+        except ComposerError:
+            raise
+        except (Exception, MemoryError) as exc:  # a loader failing on the recipe's options, or out of memory
+            source = cfg.data.dataset or cfg.data.path
+            raise ConfigError(f"[data] '{source}' could not be loaded: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]}") from None
         values = self.data.values
         net_cfg = {**cfg.network, "event_shape": list(self.data.event_shape),
                    "num_classes": len(values) if values else 0,
