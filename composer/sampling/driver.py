@@ -24,7 +24,7 @@ from composer.energy import Energy, as_energy, device_of
 from composer.errors import CompositionError
 from composer.sampling.adapt import DualAveraging
 from composer.sampling.buffer import ReplayBuffer, draw_noise
-from composer.sampling.guard import check_bounded, check_run, naming_experts
+from composer.sampling.guard import check_bounded, check_run, final_step_size, naming_experts
 from composer.sampling.recipe import resolve_options
 from composer.sampling.resolve import (
     build_plan,
@@ -341,31 +341,25 @@ def sample(
         finally:
             if bar is not None:
                 bar.close()
-    traced = recorder.result(runner.steps_done)
-    if guard and traced:
-        check_run(traced, warmup, name, runner_step_size(runner, plan), plan.temperatures, plan.sigmas,
-                  use_domain, mask is not None)
+    if guard:  # runs gone wrong while finite (reads the trace once)
+        check_run(recorder.result(runner.steps_done), warmup, name, final_step_size(runner, plan), plan.temperatures,
+                  plan.sigmas, use_domain, mask is not None)
     x, e, steps_run = runner.outputs()
     if slots is not None:
         init.update(slots, x)
+    last = plan.total - 1
+    final_step = 0.0
+    if last >= 0:
+        scale = runner.scale if isinstance(runner.scale, float) else float(runner.scale)
+        base = plan.step_sizes[last]
+        final_step = scale * float(base)
     return SampleResult(
         x=x.detach(),
         energy=e.detach() if e is not None else None,
-        trace=traced,
+        trace=recorder.result(runner.steps_done),
         steps_run=steps_run,
-        step_size=runner_step_size(runner, plan),
+        step_size=final_step,
         warmup=warmup,
         sampler=name,
         seed=seed,
     )
-
-
-
-
-def runner_step_size(runner: Runner, plan: Any) -> float:
-    """The step size of the run's last step (after adaptation), ``0.0`` for a run of no steps."""
-    last = plan.total - 1
-    if last < 0:
-        return 0.0
-    scale = runner.scale if isinstance(runner.scale, float) else float(runner.scale)
-    return scale * float(plan.step_sizes[last])

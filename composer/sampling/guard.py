@@ -254,6 +254,14 @@ EXPLOSION_FACTOR = 1000.0
 before ``check_run`` calls it an explosion."""
 
 
+def final_step_size(runner: Any, plan: Any) -> float:
+    """The step size of a run's last step (after adaptation), ``0.0`` for a run of no steps."""
+    if plan.total < 1:
+        return 0.0
+    scale = runner.scale if isinstance(runner.scale, float) else float(runner.scale)
+    return scale * float(plan.step_sizes[plan.total - 1])
+
+
 def _is_constant(values: Any) -> bool:
     if isinstance(values, Tensor):
         return values.numel() == 0 or bool((values == values.reshape(-1)[0]).all())
@@ -291,6 +299,8 @@ def check_run(
     Raises:
         SamplingDivergedError: with one line naming the problem and the remedy.
     """
+    if not trace:  # nothing recorded (trace=False)
+        return
     acc = trace.get("acceptance")
     if acc is not None and acc.numel() - warmup >= 20:
         mean = float(acc[warmup:].double().mean())
