@@ -338,6 +338,14 @@ def test_resume_falls_back_to_the_newest_valid_checkpoint(tmp_path, capsys):
     report = json.loads((folder / "report.json").read_text())
     assert report["seconds"] > seconds and report["expert"] == "expert.safetensors"
     assert ckpt.read_metadata(folder / "expert.safetensors")["recipe"]["output"] == "."
+    # killed during the export: the resume only exports, and the report keeps the seconds trained
+    (folder / "expert.safetensors").unlink()
+    (folder / "report.json").unlink()
+    assert cli.main(["train", "--resume", str(folder), "--steps", "40", "-q"]) == 0
+    again = json.loads((folder / "report.json").read_text())
+    trained = ckpt.read_metadata(ckpt.checkpoint_path(folder, 40))["seconds"]  # not 0.0: the checkpoint has them
+    assert again["steps"] == 40 and again["seconds"] >= trained > seconds
+    assert "for 0 steps (resumed at step 40, now at 40)" in capsys.readouterr().err
 
 
 def test_resume_refuses_when_no_checkpoint_is_valid(tmp_path, capsys):
