@@ -18,6 +18,9 @@ import click
 from composer.errors import ComposerError
 from composer.generation.command import generate_command
 
+MAX_SEED = 2**63 - 1
+"""Largest seed a ``torch.Generator`` accepts."""
+
 EXAMPLES = """
 \b
 Examples:
@@ -126,7 +129,7 @@ def plain(text: str) -> str:
 Examples:
   composer show "toy.gaussian(mean=[0,0], std=1) & 0.5 * ~toy.ring(radius=1, width=0.2)"
   composer show scene --defs scenes.toml
-""")
+""", context_settings={"ignore_unknown_options": True})
 @click.argument("expr")
 @defs_option
 def show(expr: str, defs: str | None) -> None:
@@ -186,7 +189,7 @@ Examples:
   composer sample "toy.gaussian(mean=[0,0], std=1) & toy.gaussian(mean=[2,0], std=1)" -n 2000 --out s.npz
   composer sample "toy.mixture(means=[[-2,0],[2,0]], std=0.5)" --sampler mala --steps 2000 --out mix.png
   composer sample scene --defs scenes.toml --seed 1 --out scene.png --trace trace.png
-""")
+""", context_settings={"ignore_unknown_options": True})
 @click.argument("expr")
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Number of samples.")
@@ -208,23 +211,30 @@ Examples:
 @click.option("--calibrate", is_flag=True,
               help="Weight each branch of a mixture `a | b` by its normaliser (SMC log Z): equal shares of the "
                    "samples instead of shares proportional to each branch's mass.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same samples).")
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True,
+              help="Random seed in [0, 2^63) (same seed, same samples).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cpu, cuda, cuda:1.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="samples.npz", show_default=True,
               help="Output file: .npz (x float32, energy) or .png (picture chosen by the event shape).")
 @click.option("--trace", "trace_png", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG of the energy / grad-norm / acceptance trace.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--allow-unbounded", is_flag=True,
+              help="Sample a composition whose energy falls without bound (a warning instead of an error).")
 @defs_option
 def sample(expr: str, n: int, steps: int | None, sampler: str, step_size: float | None, noise: str | None,
            temperature: float | None, calibrate: bool, seed: int, device: str, out: str, trace_png: str | None,
-           quiet: bool, defs: str | None) -> None:
+           quiet: bool, allow_unbounded: bool, defs: str | None) -> None:
     """Draw N samples of the composition EXPR with the shared sampler and write them to --out."""
+    import warnings
+
     out_path = _check_output(out, (".npz", ".png"))
     if trace_png:
         _check_output(trace_png, (".png",))
     dev = _device(device)
+    noise_value = _noise(noise)
     energy = _parse(expr, defs)
+    _check_size(energy, n, dev)
     from composer.sampling import sample as draw
 
     if calibrate:
@@ -232,10 +242,18 @@ def sample(expr: str, n: int, steps: int | None, sampler: str, step_size: float 
 
         energy = calibrated(energy, seed=seed, device=dev)
     # options left at None come from the experts' sampling recipe, else the driver's defaults
-    result = draw(energy, n=n, steps=steps, sampler=sampler, step_size=step_size, noise=_noise(noise),
-                  temperature=temperature, seed=seed, device=dev, progress=not quiet, registry=_registry())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            result = draw(energy, n=n, steps=steps, sampler=sampler, step_size=step_size, noise=noise_value,
+                          temperature=temperature, seed=seed, device=dev, progress=not quiet, registry=_registry(),
+                          allow_unbounded=allow_unbounded)
+        finally:
+            for w in caught:
+                if issubclass(w.category, UserWarning):
+                    click.echo(f"composer: warning: {' '.join(str(w.message).split())}", err=True)
     x, e = result.x.detach().cpu(), result.energy.detach().float().cpu()
-    if out_path.suffix == ".npz":
+    if out_path.suffix.lower() == ".npz":
         _write_npz(out_path, x=x.float().numpy(), energy=e.numpy(), expression=expr, formula=energy.formula(),
                    seed=seed)
     else:
@@ -277,14 +295,26 @@ Examples:
 @click.argument("name")
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=None, help="Number of examples.")
 @click.option("--split", default=None, help="Split, for datasets that have splits (e.g. train, heldout, all).")
-@click.option("--seed", type=int, default=None, help="Random seed of the generator.")
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=None,
+              help="Random seed of the generator, in [0, 2^63).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output .npz file.")
 def dataset(name: str, n: int | None, split: str | None, seed: int | None, out: str) -> None:
     """Generate or export the registered dataset NAME to an .npz file (arrays + JSON metadata)."""
     out_path = _check_output(out, (".npz",))
     loader = _registry().dataset(name).obj
     options = {k: v for k, v in {"n": n, "split": split, "seed": seed}.items() if v is not None}
-    data = dict(loader(**options))
+    _check_options(loader, options, f"dataset '{name}'")
+    try:
+        data = loader(**options)
+    except ComposerError:
+        raise
+    except (Exception, MemoryError) as exc:  # a plugin's loader failing on these options (or out of memory)
+        shown = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "no options"
+        raise ComposerError(f"dataset '{name}' failed with {shown}: {type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:300]}") from None
+    if not isinstance(data, dict):
+        raise ComposerError(f"dataset '{name}' returned {type(data).__name__}, not a dict of arrays with 'x'")
+    data = dict(data)
     meta = data.pop("meta", {})
     if "x" not in data:
         raise ComposerError(f"dataset '{name}' returned no 'x' array")
@@ -305,14 +335,20 @@ Examples:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N inputs.")
 def infer(file: str, family: str, as_json: bool, limit: int | None) -> None:
     """Print, for each input in FILE (.npz with x, or .npy), the family's value of lowest energy."""
-    import torch
 
     from composer.inference import concept_energies
+    from composer.sampling.guard import check_experts, check_inputs
 
-    x = torch.as_tensor(_load_array(file), dtype=torch.float32)
+    reg = _registry()
+    info = reg.concept(family)
+    expert = reg.make_concept(family, info.values[0])
+    array = _load_array(file)
     if limit:
-        x = x[:limit]
-    values, energies = concept_energies(_registry(), family, x)
+        array = array[:limit] if array.ndim else array
+    x = check_inputs(array, expert.event_shape, expert.domain, file)
+    if x.shape[0]:
+        check_experts(expert, x[:2])
+    values, energies = concept_energies(reg, family, x)
     best = energies.argmin(dim=1)
     if as_json:
         click.echo(json.dumps({"values": values, "prediction": [values[i] for i in best.tolist()],
@@ -323,43 +359,114 @@ def infer(file: str, family: str, as_json: bool, limit: int | None) -> None:
 
 
 def _load_array(path: str):
+    import zipfile
+
     import numpy as np
 
     p = Path(path)
     if not p.is_file():
         raise ComposerError(f"no such file: '{path}'")
     try:
-        if p.suffix == ".npy":
+        if p.suffix.lower() == ".npy":
             return np.load(p, allow_pickle=False)
-        if p.suffix == ".npz":
+        if p.suffix.lower() == ".npz":
             with np.load(p, allow_pickle=False) as data:
                 if "x" not in data:
                     raise ComposerError(f"'{path}' has no array named 'x' (found: {', '.join(data.files)})")
                 return data["x"]
-    except (ValueError, OSError) as exc:
-        raise ComposerError(f"cannot read '{path}': {exc}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ComposerError(f"cannot read '{path}': {reason}") from None
     raise ComposerError(f"'{path}' must be an .npz (with an array 'x') or .npy file")
 
 
-def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
+def check_output(path: str | Path, suffixes: tuple[str, ...]) -> Path:
+    """Check, before any work, that ``path`` can be written: a known suffix (any case), an existing,
+    writable folder, and not a folder itself. Returns the path.
+
+    Raises:
+        ComposerError: naming what is wrong.
+    """
     p = Path(path)
     if p.suffix.lower() not in suffixes:
         raise ComposerError(f"output '{path}' must end in {' or '.join(suffixes)}")
-    if not p.parent.exists():
-        raise ComposerError(f"output folder '{p.parent}' does not exist")
+    if p.is_dir():
+        raise ComposerError(f"output '{path}' is a folder; give a file name ending in {' or '.join(suffixes)}")
+    check_writable_folder(p.parent)
     return p
 
 
+def check_writable_folder(folder: str | Path, create: bool = False) -> Path:
+    """Check that files can be created in ``folder`` (by creating and removing one).
+
+    Args:
+        folder: the folder.
+        create: the folder may not exist yet; then its nearest existing ancestor must be writable.
+
+    Raises:
+        ComposerError: the folder (or, with ``create``, every ancestor) is missing or not writable.
+    """
+    import tempfile
+
+    folder = Path(folder)
+    probe = folder
+    if create:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+    if not probe.exists():
+        raise ComposerError(f"output folder '{folder}' does not exist")
+    if not probe.is_dir():
+        raise ComposerError(f"output folder '{probe}' is a file, not a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".composer-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise ComposerError(f"cannot write in output folder '{probe}': {exc.strerror or exc}") from None
+    return folder
+
+
+_check_output = check_output
+
+
 def _device(name: str):
-    import torch
+    from composer.devices import check_device
+
+    return check_device(name)
+
+
+def _check_size(energy: Any, n: int, dev: Any) -> None:
+    """Refuse, before allocating, a number of chains whose state cannot fit in memory."""
+    from composer.devices import available_memory
+
+    shape = getattr(energy, "event_shape", None)
+    if shape is None:
+        return
+    numel = 1
+    for s in shape:
+        numel *= int(s)
+    need = n * numel * 4 * 6  # float32 positions, gradients, proposal, noise and two temporaries
+    have = available_memory(dev)
+    if have is not None and need > have:
+        raise ComposerError(f"-n {n} needs about {need / 2**30:.3g} GiB for the chains of shape {tuple(shape)}; "
+                            f"{dev} has {have / 2**30:.3g} GiB: draw fewer samples per run")
+
+
+def _check_options(fn: Any, options: dict[str, Any], what: str) -> None:
+    """Every option must be a keyword that ``fn`` accepts."""
+    import inspect
 
     try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ComposerError(f"unknown device '{name}' (use cpu, cuda, cuda:N, mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ComposerError(f"device '{name}' requested but CUDA is not available on this machine")
-    return dev
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in options:
+        if key not in accepted:
+            flag = {"n": "-n"}.get(key, f"--{key}")
+            raise ComposerError(f"{what} takes no {flag} (its options: {', '.join(accepted) or 'none'})")
 
 
 def _write_npz(path: Path, **arrays: Any) -> None:
@@ -438,8 +545,8 @@ def run_command(
     except BrokenPipeError:  # `composer list | head -1`: the reader left; not an error
         _silence_stdout()
         return 0
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # usage errors too: one line, not click's three
+        click.echo(f"{prog_name}: error: {' '.join(exc.format_message().split())}", err=True)
         return exc.exit_code
     except ComposerError as exc:
         if debug:

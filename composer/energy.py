@@ -132,10 +132,22 @@ class Energy(nn.Module):
 
 
 def call_energy(energy: nn.Module, x: Tensor, sigma: Any = None) -> Tensor:
-    """Evaluate ``energy`` on ``x``, passing ``sigma`` only to noise-conditional energies."""
+    """Evaluate ``energy`` on ``x``, passing ``sigma`` only to noise-conditional energies.
+
+    Raises:
+        CompositionError: the result is not one energy per input (shape ``(B,)``); a scalar would
+            otherwise be broadcast silently inside a product. (A shape check: no synchronisation.)
+    """
     if sigma is not None and getattr(energy, "noise_conditional", False):
-        return energy(x, sigma=sigma)
-    return energy(x)
+        e = energy(x, sigma=sigma)
+    else:
+        e = energy(x)
+    if not isinstance(e, Tensor) or e.shape != x.shape[:1]:
+        got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+        name = energy.formula() if hasattr(energy, "formula") else type(energy).__name__
+        raise CompositionError(f"expert {name} returned energies of shape {got} for {x.shape[0]} inputs; an "
+                               f"expert must return one energy per input, shape ({x.shape[0]},)")
+    return e
 
 
 class FunctionEnergy(Energy):

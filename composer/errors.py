@@ -42,5 +42,9 @@ class SamplingDivergedError(ComposerError):
     """Sampling produced non-finite energies or states."""
 
 
+class UnboundedEnergyError(CompositionError):
+    """A composition whose energy falls without bound (no distribution to sample)."""
+
+
 class CheckpointError(ComposerError):
     """A checkpoint file is missing, malformed or incompatible."""

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from composer.atomic import atomic_write
 from composer.errors import ComposerError
 
 
@@ -50,7 +51,8 @@ def save_image_grid(x: Tensor | np.ndarray, path: str | Path, nrow: int | None =
     img = Image.fromarray(grid)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.save(path)
+    with atomic_write(path) as f:  # a kill leaves the previous picture or the new one, never a torn file
+        img.save(f, format="PNG")
 
 
 def wrap_title(title: str, width: int) -> str:
@@ -159,10 +161,18 @@ def save_trace_png(trace: dict[str, Tensor], path: str | Path, title: str | None
     _save(plt, fig, path)
 
 
-def _save(plt, fig, path: str | Path) -> None:
+def _save(plt, fig, path: str | Path, **options) -> None:
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure_png(plt, fig, path, **options)
+
+
+def save_figure_png(plt, fig, path: str | Path, **options) -> None:
+    """``fig.savefig`` as PNG through ``composer.atomic.atomic_write`` (whatever the suffix's case), then close."""
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", **options)
+    finally:
+        plt.close(fig)
 
 
 def save_samples_png(

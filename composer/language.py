@@ -122,6 +122,10 @@ class _Builder:
             if getattr(exc, "position", None) is not None:
                 raise
             raise located(type(exc), str(exc), text, node.pos) from exc
+        except RecursionError:
+            reason = ("the composition is nested too deeply to build (alternating & and | over hundreds of levels); "
+                      "use fewer nested levels")
+            raise located(CompositionError, reason, text, node.pos) from None
         except Exception as exc:  # a plugin's factory failing on the given arguments
             reason = f"{unparse(node)}: {type(exc).__name__}: {exc}"
             raise located(CompositionError, reason, text, node.pos) from exc
@@ -141,6 +145,57 @@ class _Builder:
         raise located(UnknownNameError, reason, text, node.pos)
 
     def definition(self, name: str, node: Node | None = None, text: str | None = None) -> Energy:
+        if name in self.memo:
+            return self.memo[name]
+        if not self.stack:  # outermost: first build what it uses, deepest first, so that nothing recurses deeply
+            order, sizes = self._plan(name)
+            if sizes.get(name, 0) > MAX_EXPERTS:
+                reason = (f"definition '{name}' expands to {sizes[name]:,} experts (more than {MAX_EXPERTS:,}): "
+                          "a definition that uses another several times copies it each time")
+                raise CompositionError(reason) if node is None else located(CompositionError, reason, text or "",
+                                                                           node.pos)
+            try:
+                for dep in order:
+                    if dep != name and dep not in self.memo:
+                        self._definition(dep)
+            except ComposerError:  # a cycle or a bad definition: report it as met from `name`, below
+                pass
+        return self._definition(name, node, text)
+
+    def _plan(self, name: str) -> tuple[list[str], dict[str, int]]:
+        """Text definitions ``name`` uses (transitively) in post-order, and each one's expanded expert count.
+
+        Iterative (a chain of thousands of definitions is fine); cycles are left to ``_definition``
+        to report; a definition with bad syntax counts as one expert (its error comes when it is built).
+        """
+        refs: dict[str, list[str]] = {}
+        leaves: dict[str, int] = {}
+        order: list[str] = []
+        seen: set[str] = set()
+        stack: list[tuple[str, bool]] = [(name, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if expanded:
+                order.append(current)
+                continue
+            if current in seen or not isinstance(self.definitions.get(current), str):
+                continue
+            seen.add(current)
+            try:
+                names, others = _references(parse_ast(self.definitions[current]))
+            except ComposerError:
+                names, others = [], 1
+            refs[current] = [n for n in names if n in self.definitions]
+            leaves[current] = others + sum(1 for n in names if n not in self.definitions)
+            stack.append((current, True))
+            stack.extend((r, False) for r in refs[current] if r not in seen)
+        sizes: dict[str, int] = {}
+        for d in order:  # post-order: references first (a reference on a cycle counts as 1)
+            sizes[d] = leaves[d] + sum(sizes.get(r, 1) if isinstance(self.definitions[r], str) else 1
+                                       for r in refs[d])
+        return order, sizes
+
+    def _definition(self, name: str, node: Node | None = None, text: str | None = None) -> Energy:
         if name in self.memo:
             return self.memo[name]
         if name in self.stack:
@@ -166,6 +221,29 @@ class _Builder:
             raise CompositionError(f"definition '{name}' must be a composition text or an Energy, got {value!r}")
         self.memo[name] = energy
         return energy
+
+
+MAX_EXPERTS = 10_000
+"""Most experts a definition may expand to (products and mixtures flatten, so each use of a definition
+copies its experts): 40 definitions that each use the previous one twice would otherwise be 2^40."""
+
+
+def _references(node: Node) -> tuple[list[str], int]:
+    """The bare names used in ``node`` (with repeats) and its number of other leaves (experts, concepts)."""
+    names: list[str] = []
+    others = 0
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, Name):
+            names.append(n.name)
+        elif isinstance(n, (Or, And)):
+            todo.extend(n.terms)
+        elif isinstance(n, (Not, Weight)):
+            todo.append(n.operand)
+        else:
+            others += 1
+    return names, others
 
 
 def _plain(v: Value) -> Any:

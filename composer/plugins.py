@@ -38,6 +38,11 @@ _REGISTER_HOOKS = {
 }
 
 
+#: what a broken plugin may raise and still be isolated: everything but Ctrl-C (a plugin calling
+#: ``sys.exit()`` on import must not end every command silently)
+_ISOLATED = (Exception, SystemExit, GeneratorExit)
+
+
 def disabled_plugins() -> set[str]:
     """Names listed in ``COMPOSER_DISABLE_PLUGINS``."""
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
@@ -113,19 +118,19 @@ class PluginManager:
         seen: dict[str, str] = {}
         for ep in importlib.metadata.entry_points(group=group):
             dist = getattr(ep.dist, "name", None) or "an unknown distribution"
-            if ep.name in seen:
+            if ep.name in seen and ep.name not in self.disabled:
                 if seen[ep.name] == dist:  # one distribution found twice on sys.path
                     continue
                 raise DuplicateNameError(
                     f"distributions '{seen[ep.name]}' and '{dist}' both provide plugin '{ep.name}' "
                     f"(entry-point group '{group}'); uninstall one or block it with {DISABLE_ENV}"
                 )
-            seen[ep.name] = dist
-            if ep.name in self.disabled:
+            if ep.name in self.disabled:  # a disabled plugin is skipped before it can clash with another
                 continue
+            seen[ep.name] = dist
             try:
                 plugin = ep.load()
-            except Exception as exc:
+            except _ISOLATED as exc:
                 self.failures.append(PluginFailure(ep.name, "import", exc))
                 continue
             self.register(plugin, ep.name, source=f"distribution '{dist}' ({ep.value})")
@@ -163,7 +168,7 @@ class PluginManager:
                     impl.function(**({"register": register} if "register" in impl.argnames else {}))
                     for args, kwargs in hook_calls:
                         getattr(staged, method)(*args, plugin=name, **kwargs)
-                except Exception as exc:
+                except _ISOLATED as exc:
                     failures.append(PluginFailure(name, hook_name, exc))
                     return None
                 calls.extend((method, args, kwargs) for args, kwargs in hook_calls)
@@ -174,7 +179,7 @@ class PluginManager:
         for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
             try:
                 impl.function(**({"cli": cli} if "cli" in impl.argnames else {}))
-            except Exception as exc:
+            except _ISOLATED as exc:
                 self.failures.append(PluginFailure(impl.plugin_name, "register_commands", exc))
 
 

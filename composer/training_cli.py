@@ -27,7 +27,7 @@ Examples:
 @click.option("--steps", type=click.IntRange(min=0), default=None, help="Total steps (overrides the recipe).")
 @click.option("--device", default=None, help="Torch device (overrides the recipe), e.g. cpu, cuda.")
 @click.option("--output", default=None, type=click.Path(file_okay=False), help="Output folder (overrides the recipe).")
-@click.option("--seed", type=int, default=None, help="Seed (overrides the recipe).")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=None, help="Seed (overrides the recipe).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train_command(config: str | None, resume: str | None, steps: int | None, device: str | None, output: str | None,
                   seed: int | None, quiet: bool) -> None:
@@ -38,6 +38,10 @@ def train_command(config: str | None, resume: str | None, steps: int | None, dev
         raise click.UsageError("give a recipe (CONFIG.toml) or --resume DIR")
     if resume is not None and output is not None:
         raise click.UsageError("--resume DIR already names the output folder; drop --output")
+    if device is not None:
+        from composer.devices import check_device
+
+        check_device(device)
     if config is not None:
         recipe: Any = config
     else:
@@ -49,7 +53,12 @@ def train_command(config: str | None, resume: str | None, steps: int | None, dev
     if result.expert_path is None:
         return
     final = ", ".join(f"{k} {v:.4g}" for k, v in result.report.get("final", {}).items())
-    click.echo(f"trained '{result.report['name']}' for {result.step} steps in {result.report['seconds']:.1f} s"
+    ran = result.step - result.start_step
+    if result.start_step:
+        what = f"for {ran} steps (resumed at step {result.start_step}, now at {result.step})"
+    else:
+        what = f"for {result.step} steps"
+    click.echo(f"trained '{result.report['name']}' {what} in {result.report['seconds']:.1f} s of training in all"
                + (f" ({final})" if final else ""), err=True)
     path = Path(result.expert_path)
     values = result.report.get("values")

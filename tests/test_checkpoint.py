@@ -55,9 +55,9 @@ def test_round_trip_is_bit_identical(tmp_path):
     for k, v in tensors.items():
         assert loaded[k].dtype == v.dtype and loaded[k].shape == v.shape
         assert loaded[k].view(torch.uint8).flatten().tolist() == v.contiguous().view(torch.uint8).flatten().tolist(), k
-    assert got == {"format": ckpt.FORMAT, "version": ckpt.VERSION, **meta}
+    assert got == {"format": ckpt.FORMAT, "version": ckpt.VERSION, **meta, "sha256": ckpt.tensors_digest(tensors)}
     again = tmp_path / "again.safetensors"
-    ckpt.save_checkpoint(again, loaded, {k: v for k, v in got.items() if k not in ("format", "version")})
+    ckpt.save_checkpoint(again, loaded, {k: v for k, v in got.items() if k not in ("format", "version", "sha256")})
     assert again.read_bytes() == path.read_bytes()
 
 

@@ -176,4 +176,9 @@ def test_divergence_is_reported_not_nan(tmp_path, capsys, local_registry):
     out_file = tmp_path / "d.npz"
     code, _, err = run(capsys, "sample", "local.bowl & 5 * ~local.bowl", "--out", str(out_file), "-q",
                        "--steps", "200", "--step-size", "0.5")
-    assert code != 0 and "diverged" in err.lower() and not out_file.exists()
+    assert code == 1 and "unbounded below" in err and not out_file.exists()
+    # asked for explicitly: a warning, then the run diverges as it must
+    code, _, err = run(capsys, "sample", "local.bowl & 5 * ~local.bowl", "--out", str(out_file), "-q",
+                       "--steps", "200", "--step-size", "0.5", "--allow-unbounded")
+    assert code == 1 and "warning: the composition is unbounded below" in err and "diverged" in err
+    assert not out_file.exists()

@@ -318,3 +318,19 @@ def test_plugins_add_cli_commands_and_a_failing_one_is_reported():
     pm.add_commands(cli)
     assert list(cli.commands) == ["hello"]
     assert [(f.plugin, f.stage) for f in pm.failures] == [("grumpy", "register_commands")]
+
+
+def test_a_plugin_calling_sys_exit_on_import_is_isolated(fake_installed, site):
+    (site / "composer_fake_exits.py").write_text("import sys\nsys.exit(3)\n")
+    write_dist(site, "composer-exits", "1.0", {"exits": "composer_fake_exits"})
+    reg = PluginManager(builtins=False).build_registry()
+    failures = {f.plugin: (f.stage, type(f.error)) for f in reg.failures}
+    assert failures["exits"] == ("import", SystemExit) and "fake.quadratic" in reg.experts
+
+
+def test_disabling_a_clashing_plugin_name_is_the_fix_the_error_names(site, monkeypatch):
+    (site / "composer_fake_empty.py").write_text("")
+    write_dist(site, "composer-one", "1.0", {"clash": "composer_fake_empty"})
+    write_dist(site, "composer-two", "1.0", {"clash": "composer_fake_empty"})
+    monkeypatch.setenv(DISABLE_ENV, "clash")
+    assert "clash" not in PluginManager(builtins=False).plugin_names()

@@ -24,6 +24,7 @@ from composer.energy import Energy, as_energy, call_energy, device_of
 from composer.errors import CompositionError
 from composer.sampling.adapt import DualAveraging
 from composer.sampling.buffer import ReplayBuffer, draw_noise
+from composer.sampling.guard import check_bounded, check_run, final_step_size, naming_experts
 from composer.sampling.recipe import resolve_options
 from composer.sampling.resolve import (
     build_plan,
@@ -134,6 +135,8 @@ def sample(
     progress: bool = False,
     registry: Any = None,
     recipe: bool | dict[str, Any] = True,
+    allow_unbounded: bool = False,
+    guard: bool = True,
 ) -> SampleResult:
     """Sample ``n`` chains of ``p(x) ∝ exp(-E(x) / T)`` for ``steps`` steps.
 
@@ -197,14 +200,19 @@ def sample(
             the composition carries (``True``), from this dict, or (``False``) from the built-in
             defaults alone: 500 steps of ``"langevin"``, step 0.01, exact noise, T = 1, clamped
             (``composer.sampling.recipe``).
+        allow_unbounded: sample a composition found unbounded below (a warning instead of an
+            ``UnboundedEnergyError``, see ``composer.sampling.guard.check_bounded``).
+        guard: fail runs that went wrong while finite (collapsed acceptance, exploding energy, a
+            constant energy; ``composer.sampling.guard.check_run``). Non-finite values always fail.
 
     Returns:
         A ``SampleResult`` with ``x``, ``energy``, ``trace`` and ``steps_run``.
 
     Raises:
         CompositionError: invalid composition or arguments.
+        UnboundedEnergyError: the composition's energy falls without bound (see ``allow_unbounded``).
         SamplingDivergedError: non-finite energies, gradients or samples, naming the step, the
-            chains and the first expert with a non-finite value.
+            chains and the first expert with a non-finite value; or a run gone wrong while finite.
     """
     if not isinstance(energy, Energy):
         if not callable(energy):
@@ -251,6 +259,7 @@ def sample(
     elif generator.device.type != dev.type:
         raise CompositionError(f"the generator is on {generator.device} but sampling runs on {dev}")
     domain = resolve_domain(energy, dev, dt)
+    check_bounded(energy, event_shape, domain if clamp else None, dev, dt, allow_unbounded)
 
     slots = None
     if isinstance(init, Tensor):
@@ -324,7 +333,8 @@ def sample(
             step_fn = owning_outputs(step_fn)
 
     with contexts:
-        state = kernel.init(x0, target)
+        with naming_experts(energy, x0, plan.sigmas[0] if plan.sigmas else None):  # a plugin's bug: name it
+            state = kernel.init(x0, target)
         initial_ok = check_initial(state, energy, n)
         metropolis = bool(getattr(kernel, "metropolis", False))
         grad = getattr(state, "grad", None)
@@ -343,6 +353,9 @@ def sample(
         finally:
             if bar is not None:
                 bar.close()
+    if guard:  # runs gone wrong while finite (reads the trace once)
+        check_run(recorder.result(runner.steps_done), warmup, name, final_step_size(runner, plan), plan.temperatures,
+                  plan.sigmas, use_domain, mask is not None)
     x, e, steps_run = runner.outputs()
     if slots is not None:
         init.update(slots, x)

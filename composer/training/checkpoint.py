@@ -15,6 +15,7 @@ A trained file becomes an expert with no code::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -42,10 +43,25 @@ _STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
 # -- raw files ----------------------------------------------------------------------------------------
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:
     """Atomically write ``tensors`` and the JSON ``metadata`` (``format``/``version`` are added)."""
-    meta = {"format": FORMAT, "version": VERSION, **metadata}
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    meta = {"format": FORMAT, "version": VERSION, **metadata, "sha256": tensors_digest(flat)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, _st_save(flat, metadata={META_KEY: json.dumps(meta)}))
+
+
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of CPU ``tensors`` in name order.
+
+    Stored in the metadata, it lets ``load_checkpoint`` tell flipped bits in the tensor data from a
+    model that really diverged.
+    """
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k]
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -68,7 +84,21 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
-    return tensors, _validate_meta(path, header)
+    meta = _validate_meta(path, header)
+    digest = meta.get("sha256")
+    if digest is not None and digest != tensors_digest({k: v.cpu() for k, v in tensors.items()}):
+        raise CheckpointError(f"{path}: tensor data does not match its checksum (the file is corrupt)")
+    return tensors, meta
+
+
+def header_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of every tensor of a safetensors file, from its header alone (no tensor is read)."""
+    path = _existing_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
 
 
 def _existing_file(path: str | Path) -> Path:
@@ -94,8 +124,22 @@ def _validate_meta(path: Path, header: dict[str, str]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: metadata lacks {', '.join(missing)}")
     if meta["format"] != FORMAT:
         raise CheckpointError(f"{path}: unknown format {meta['format']!r} (expected {FORMAT!r})")
-    if not isinstance(meta["version"], int) or meta["version"] > VERSION:
-        raise CheckpointError(f"{path}: format version {meta['version']} is newer than this composer ({VERSION})")
+    version = meta["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path}: format version must be a positive integer, got {version!r}")
+    if version > VERSION:
+        raise CheckpointError(f"{path}: format version {version} is newer than this composer ({VERSION})")
+    step = meta["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path}: 'step' must be a non-negative integer, got {step!r}")
+    sigmas = meta.get("sigmas")
+    if sigmas is not None and (not isinstance(sigmas, list) or not sigmas or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in sigmas)):
+        raise CheckpointError(f"{path}: 'sigmas' must be a list of positive numbers or null, got {sigmas!r}")
+    if not isinstance(meta["name"], str) or meta["objective"] not in ("cd", "dsm", "discriminative"):
+        raise CheckpointError(f"{path}: 'name' must be a string and 'objective' one of cd, dsm, discriminative")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in meta["event_shape"]):
+        raise CheckpointError(f"{path}: 'event_shape' must be a list of positive integers, got {meta['event_shape']!r}")
     values = meta["values"]
     if values is not None and (not isinstance(values, list) or not all(isinstance(v, str) for v in values)):
         raise CheckpointError(f"{path}: 'values' must be a list of names or null, got {values!r}")
@@ -189,12 +233,35 @@ def network_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"
     from composer.nets import build_network
 
     path = resolve_checkpoint(path)
+    meta = read_metadata(path)
+    expected = _shapes_of(meta["network"], registry, path)  # before anything is allocated
+    found = header_shapes(path)
+    prefix = "ema." if ema and any(k.startswith("ema.") for k in found) else "model."
+    for key, shape in expected.items():
+        if prefix + key in found and found[prefix + key] != shape:
+            raise CheckpointError(f"{path}: tensor '{prefix + key}' has shape {list(found[prefix + key])} but the "
+                                  f"network config needs {list(shape)}")
     tensors, meta = load_checkpoint(path, device)
     net = build_network(meta["network"], registry)
     weights = prefixed(tensors, "ema") if ema and any(k.startswith("ema.") for k in tensors) else {}
     load_weights(net, weights or prefixed(tensors, "model"), str(path))
     net.to(device).eval().requires_grad_(False)
     return net, meta
+
+
+def _shapes_of(config: dict[str, Any], registry: Any, path: Any) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of the network ``config`` describes, built on the ``meta`` device (no memory)."""
+    from composer.nets import build_network
+
+    try:
+        with torch.device("meta"):
+            net = build_network(config, registry)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a config no network accepts
+        raise CheckpointError(f"{path}: network config {config!r} cannot be built: {type(exc).__name__}: {exc}") \
+            from None
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
 def _domain(meta: dict[str, Any]) -> tuple[Tensor, Tensor] | None:

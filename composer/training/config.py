@@ -230,6 +230,11 @@ class TrainConfig:
             self.optim.lr = 1e-4 if self.objective == "cd" else 1e-3
         if self.optim.betas is None:
             self.optim.betas = [0.0, 0.999] if self.objective == "cd" else [0.9, 0.999]
+        for key in ("name", "objective", "steps", "batch_size", "seed", "output", "device"):  # set by overrides
+            annotation = next(f.type for f in dataclasses.fields(self) if f.name == key)
+            _check(_type_ok(getattr(self, key), annotation),
+                   f"'{key}' must be {_describe_type(annotation)}, got {getattr(self, key)!r}")
+        _check(0 <= self.seed < 2**63, f"seed must be in [0, 2^63), got {self.seed}")
         _check(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         sources = (self.data.dataset is not None) + (self.data.path is not None)
@@ -262,14 +267,46 @@ _SECTIONS = {"data": DataConfig, "cd": CDConfig, "dsm": DSMConfig, "optim": Opti
              "checkpoint": CheckpointConfig, "guard": GuardConfig, "log": LogConfig}
 
 
+_KINDS: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
+    "list[float]": (list,), "list[str]": (list,), "list[Any]": (list,), "dict[str, Any]": (dict,),
+}
+_ITEMS = {"list[float]": (int, float), "list[str]": (str,)}
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    """Whether ``value`` fits a field annotation such as ``"float | str"`` or ``"list[float] | None"``."""
+    for alt in (a.strip() for a in annotation.split("|")):
+        kinds = _KINDS.get(alt)
+        if kinds is None:  # an annotation this table does not know: no check
+            return True
+        if isinstance(value, bool) and alt in ("int", "float"):
+            continue  # true/false is not a number
+        if isinstance(value, kinds):
+            items = _ITEMS.get(alt)
+            if items is None or all(isinstance(v, items) and not isinstance(v, bool) for v in value):
+                return True
+    return False
+
+
+def _describe_type(annotation: str) -> str:
+    words = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false", "None": "unset",
+             "list[float]": "a list of numbers", "list[str]": "a list of strings", "list[Any]": "a list",
+             "dict[str, Any]": "a table"}
+    return " or ".join(words.get(a.strip(), a.strip()) for a in annotation.split("|"))
+
+
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in names:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in fields:
             from composer.registry import suggest
 
-            known = ", ".join(sorted(names))
-            raise ConfigError(f"unknown setting '{key}' in {where}{suggest(key, names)}; known: {known}")
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown setting '{key}' in {where}{suggest(key, fields)}; known: {known}")
+        annotation = fields[key].type if isinstance(fields[key].type, str) else ""
+        if annotation and not _type_ok(value, annotation):
+            raise ConfigError(f"'{key}' in {where} must be {_describe_type(annotation)}, got {value!r}")
     return cls(**values)
 
 
@@ -310,9 +347,15 @@ def load_config(path: str | Path) -> TrainConfig:
     if tomllib is None:  # pragma: no cover
         raise ConfigError("reading TOML on Python 3.10 needs the 'tomli' package")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path} is a folder, not a TOML recipe") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a TOML recipe is UTF-8 text)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     return config_from_dict(raw, base_dir=path.parent)

@@ -177,6 +177,7 @@ class CDObjective:
                 generator=generator or self.generator, device=self.device, step_size=self.cfg.step_size,
                 noise=self.cfg.noise, clip_grad=self.cfg.clip_grad or None, clamp=True, progress=False,
                 energies=False,  # CD re-evaluates the negatives with the loss: skip the sampler's final pass
+                guard=False,  # short runs on a model still learning; the trainer's own guard watches them
             )
         finally:
             network.train(was_training)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from composer.errors import CheckpointError, SamplingDivergedError
+from composer.errors import CheckpointError, ComposerError, SamplingDivergedError
 from composer.nets import build_network
 from composer.training import checkpoint as ckpt
 from composer.training import distributed as distr
@@ -64,6 +64,7 @@ class TrainResult:
 
     Attributes:
         output: the output folder.
+        start_step: the step this call resumed from (0 for a fresh run).
         expert_path: ``output/expert.safetensors`` (``None`` on ranks other than 0).
         step: steps done.
         report: the content of ``report.json``.
@@ -75,6 +76,8 @@ class TrainResult:
     step: int
     report: dict[str, Any]
     network: nn.Module
+    start_step: int = 0
+    """The step this call started (or resumed) from: ``step - start_step`` steps ran in this call."""
 
     def expert(self, value: str | None = None) -> Any:
         """The exported expert (see ``composer.expert_from_checkpoint``)."""
@@ -99,7 +102,14 @@ class Trainer:
         self.device = self.dist.device
         self.output = Path(cfg.output)
         self.progress = cfg.log.progress if progress is None else progress
-        self.data = (data if data is not None else prepare_data(cfg.data, registry)).to(self.device)
+        try:
+            self.data = (data if data is not None else prepare_data(cfg.data, registry)).to(self.device)
+        except ComposerError:
+            raise
+        except (Exception, MemoryError) as exc:  # a loader failing on the recipe's options, or out of memory
+            source = cfg.data.dataset or cfg.data.path
+            raise ConfigError(f"[data] '{source}' could not be loaded: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]}") from None
         values = self.data.values
         net_cfg = {**cfg.network, "event_shape": list(self.data.event_shape),
                    "num_classes": len(values) if values else 0,
@@ -108,6 +118,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # same initial weights on every rank and every run
         try:
             self.net = build_network(net_cfg, registry).to(self.device)
+        except (ValueError, TypeError, RuntimeError, KeyError) as exc:  # e.g. hidden = [-8]
+            raise ConfigError(f"[network] cannot be built: {type(exc).__name__}: {' '.join(str(exc).split())}") \
+                from None
         finally:
             torch.set_rng_state(state)
         self.model = distr.wrap(self.net, self.dist)
@@ -139,6 +152,8 @@ class Trainer:
         self.lr_scale = 1.0
         self.last_stats: dict[str, float] = {}
         self.seconds = 0.0
+        self.start_step = 0
+        self._t0: float | None = None  # perf_counter at the start of the current run() (None outside it)
 
     # -- one iteration -----------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, Tensor]:
@@ -177,7 +192,8 @@ class Trainer:
         end = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and main), desc=cfg.name,
                    dynamic_ncols=True)
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
+        self.start_step = self.step
         try:
             while self.step < end:
                 try:
@@ -199,8 +215,13 @@ class Trainer:
                     self.write_negatives(self.output / f"negatives-{self.step:08d}.png")
         finally:
             bar.close()
-            self.seconds += time.perf_counter() - t0
-        return self.finish() if self.step >= cfg.steps else self._result(None)
+        result = self.finish() if self.step >= cfg.steps else self._result(None)
+        self.seconds, self._t0 = self.elapsed(), None
+        return result
+
+    def elapsed(self) -> float:
+        """Seconds of training of this run over all its resumes (checkpoints carry it across a kill)."""
+        return self.seconds + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
     def _diverged(self, reason: str | None = None) -> bool:
         """Read the guard (all ranks agree); roll back or raise. ``True`` after a rollback.
@@ -232,8 +253,7 @@ class Trainer:
         bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
         bar.refresh()
         if self.dist.is_main:
-            with open(self.output / "log.jsonl", "a") as f:
-                f.write(json.dumps({"step": self.step, **values}) + "\n")
+            append_line(self.output / "log.jsonl", json.dumps({"step": self.step, **values}))
 
     # -- state -----------------------------------------------------------------------------------
     def _metadata(self, kind: str) -> dict[str, Any]:
@@ -242,9 +262,23 @@ class Trainer:
             "event_shape": list(self.data.event_shape),
             "domain": [self.data.domain[0].tolist(), self.data.domain[1].tolist()],
             "values": self.data.values, "sigmas": self.sigmas, "step": self.step,
-            "recipe": self.cfg.to_dict(), "data_fingerprint": self.data.fingerprint,
+            "recipe": self.cfg.to_dict() if kind == "training" else self._portable_recipe(),
+            "data_fingerprint": self.data.fingerprint,
             "dequantize": self.data.dequantize, "world_size": self.dist.world_size, "torch_version": torch.__version__,
         }
+
+    def _portable_recipe(self) -> dict[str, Any]:
+        """The recipe with its paths relative to the output folder (an exported expert names no local path)."""
+        import os
+
+        recipe = self.cfg.to_dict()
+        recipe["output"] = "."
+        if recipe["data"].get("path"):
+            try:
+                recipe["data"]["path"] = os.path.relpath(recipe["data"]["path"], self.output)
+            except ValueError:  # another drive (Windows): keep the file name only
+                recipe["data"]["path"] = Path(recipe["data"]["path"]).name
+        return recipe
 
     def save(self) -> Path | None:
         """Write the training state of ``self.step`` (rank 0; every rank sends its shard). Atomic."""
@@ -270,7 +304,7 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         meta = self._metadata("training")
         meta.update({"optimizer": {"param_groups": opt["param_groups"], "extra": extra},
-                     "lr_scale": self.lr_scale, "rollbacks": self.guard.rollbacks, "seconds": self.seconds})
+                     "lr_scale": self.lr_scale, "rollbacks": self.guard.rollbacks, "seconds": self.elapsed()})
         path = ckpt.checkpoint_path(self.output, self.step)
         ckpt.save_checkpoint(path, tensors, meta)
         ckpt.prune_checkpoints(self.output, self.cfg.checkpoint.keep)
@@ -286,6 +320,10 @@ class Trainer:
             if meta.get(key) != mine:
                 raise CheckpointError(f"{path} does not match this recipe: its {key} is {meta.get(key)!r}, "
                                       f"the recipe's is {mine!r}")
+        for key, t in tensors.items():  # NaN weights: not a state to continue from
+            if key.startswith(("model.", "ema.", "optim.")) and t.is_floating_point() \
+                    and not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"{path}: tensor '{key}' holds NaN or infinite values (a corrupt checkpoint)")
         ckpt.load_weights(self.net, ckpt.prefixed(tensors, "model"), str(path))
         if self.ema is not None:
             ema = ckpt.prefixed(tensors, "ema")
@@ -309,10 +347,11 @@ class Trainer:
         self.guard.rollbacks, self.seconds = int(meta.get("rollbacks", 0)), float(meta.get("seconds", 0.0))
         self.guard.reset()
         log = self.output / "log.jsonl"
-        if self.dist.is_main and log.is_file():  # forget what was logged after this checkpoint
-            lines = [line for line in log.read_text().splitlines() if line.strip()]
-            kept = [line for line in lines if json.loads(line).get("step", 0) <= self.step]
-            if len(kept) != len(lines):
+        if self.dist.is_main and log.is_file():  # forget what was logged after this checkpoint (and torn lines)
+            text = log.read_bytes().decode("utf-8", errors="replace")
+            lines = [line for line in text.splitlines() if line.strip()]
+            kept = [line for line in lines if _logged_step(line) is not None and _logged_step(line) <= self.step]
+            if len(kept) != len(lines) or (text and not text.endswith("\n")):
                 ckpt.atomic_write_bytes(log, "".join(line + "\n" for line in kept).encode())
 
     def _shard(self, tensors: dict[str, Tensor], meta: dict[str, Any], path: Any) -> dict[str, Tensor]:
@@ -362,7 +401,7 @@ class Trainer:
             self.write_negatives(self.output / "negatives.png")
         report = {
             "name": self.cfg.name, "objective": self.cfg.objective, "steps": self.step,
-            "seconds": round(self.seconds, 3), "final": self.last_stats, "expert": str(path),
+            "seconds": round(self.elapsed(), 3), "final": self.last_stats, "expert": path.name,
             "values": self.data.values, "sigmas": self.sigmas, "data_fingerprint": self.data.fingerprint,
             "parameters": sum(p.numel() for p in self.net.parameters()), "world_size": self.dist.world_size,
             "rollbacks": self.guard.rollbacks, "recipe": self.cfg.to_dict(),
@@ -372,7 +411,38 @@ class Trainer:
         return self._result(path, report)
 
     def _result(self, path: Path | None, report: dict[str, Any] | None = None) -> TrainResult:
-        return TrainResult(self.output, path, self.step, report or {}, self.net)
+        return TrainResult(self.output, path, self.step, report or {}, self.net, self.start_step)
+
+    def restore_newest_valid(self) -> Path | None:
+        """Restore the newest checkpoint that loads and holds finite weights; ``None`` if there is none at all.
+
+        Newer checkpoints that fail (torn, corrupt, NaN weights, another recipe's) are renamed
+        ``*.corrupt`` so that pruning never keeps them over good ones; a message names each.
+
+        Raises:
+            CheckpointError: checkpoints exist but none is valid.
+        """
+        found = ckpt.list_checkpoints(self.output)
+        reasons = []
+        for path in reversed(found):
+            try:
+                try:
+                    self.restore(path)
+                except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # metadata of the wrong shape
+                    raise CheckpointError(f"{path}: malformed training state: {type(exc).__name__}: {exc}") from exc
+            except CheckpointError as exc:
+                reasons.append(str(exc))
+                if self.dist.is_main:
+                    print(f"composer train: skipping {path.name}: {exc}")
+                continue
+            if self.dist.is_main:
+                for bad in found[found.index(path) + 1:]:
+                    bad.replace(bad.with_name(bad.name + ".corrupt"))
+            return path
+        if found:
+            raise CheckpointError(f"no valid checkpoint in {self.output / ckpt.CHECKPOINT_DIR} "
+                                  f"({len(found)} tried; newest: {reasons[0]}); nothing to resume")
+        return None
 
 
 def train(config: TrainConfig | dict[str, Any] | str | Path, resume: bool | str | Path = False,
@@ -419,14 +489,18 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, resume: bool | str 
     cfg.validate(need)
     if isinstance(data, dict):
         data = prepare_data(cfg.data, registry, arrays=data)
-    existing = ckpt.latest_checkpoint(cfg.output)
-    if existing is not None and resume is False:
+    _check_output_folder(cfg.output)
+    from composer.devices import check_device
+
+    check_device(cfg.device)
+    existing = ckpt.list_checkpoints(cfg.output)
+    if existing and resume is False:
         raise ConfigError(f"{cfg.output} already holds checkpoints; resume it (composer train --resume "
                           f"{cfg.output}) or choose another output")
     trainer = Trainer(cfg, data, registry, progress)
     try:
-        if existing is not None:
-            trainer.restore(existing)
+        if existing:
+            trainer.restore_newest_valid()
         return trainer.run(stop_after)
     finally:
         distr.shutdown(trainer.dist)
@@ -436,14 +510,60 @@ _TOP = ("name", "objective", "steps", "batch_size", "seed", "output", "device")
 
 
 def recipe_of(output: str | Path) -> TrainConfig:
-    """The recipe a training folder was started with (its ``recipe.json``)."""
-    path = Path(output) / "recipe.json"
-    if not path.is_file():
-        latest = ckpt.latest_checkpoint(output)
-        if latest is None:
-            raise CheckpointError(f"{output} is not a training folder: no recipe.json and no checkpoint")
-        return config_from_dict(ckpt.read_metadata(latest)["recipe"])
+    """The recipe a training folder was started with (its ``recipe.json``, else its newest checkpoint's)."""
+    output = Path(output)
+    if not output.is_dir():
+        raise CheckpointError(f"{output} is not a training folder: it does not exist")
+    path = output / "recipe.json"
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_bytes().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raw = None
+            reason = f"{path} is not valid JSON: {exc}"
+        if isinstance(raw, dict):
+            return config_from_dict(raw)
+        reason = reason if raw is None else f"{path} is not a JSON object"
+    else:
+        reason = f"{output} has no recipe.json"
+    latest = ckpt.latest_checkpoint(output)
+    if latest is None:
+        raise CheckpointError(f"{reason} and no checkpoint (killed before its first write?): start it again with "
+                              f"`composer train CONFIG --resume {output}`")
+    return config_from_dict(ckpt.read_metadata(latest)["recipe"])
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line in one ``write`` (a kill tears at most this line; resume drops a torn one),
+    never following a planted symlink."""
+    import os
+
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     try:
-        return config_from_dict(json.loads(path.read_text()))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise CheckpointError(f"cannot append to {path}: {exc.strerror or exc}") from None
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of one ``log.jsonl`` line, ``None`` for a torn or foreign line."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    step = entry.get("step") if isinstance(entry, dict) else None
+    return step if isinstance(step, int) else None
+
+
+def _check_output_folder(output: str | Path) -> None:
+    """Before any work: the output folder exists and is writable, or can be created."""
+    from composer.cli import check_writable_folder
+
+    try:
+        check_writable_folder(output, create=True)
+    except ComposerError as exc:
+        raise ConfigError(str(exc)) from None

@@ -34,6 +34,7 @@ import click
 import torch
 
 from composer import Energy, SamplingDivergedError
+from composer.atomic import atomic_write_text
 from composer_shapes import classifier
 from composer_shapes.compose import Condition, compose, conditions
 from composer_shapes.data import HELDOUT_PAIRS, generate
@@ -203,7 +204,7 @@ def evaluate(n: int = 64, seed: int = 0, figure: str | Path | None = None, colum
 
 def save_figure(rows: list[tuple[str, torch.Tensor]], path: str | Path) -> None:
     """One row of samples per composition, labelled on the left."""
-    from composer.figures import _pyplot, image_grid
+    from composer.figures import _pyplot, image_grid, save_figure_png
 
     plt = _pyplot()
     fig, axes = plt.subplots(len(rows), 1, figsize=(7.5, 0.62 * len(rows) + 0.3), squeeze=False)
@@ -212,8 +213,7 @@ def save_figure(rows: list[tuple[str, torch.Tensor]], path: str | Path) -> None:
         ax.set_axis_off()
         ax.text(-0.02, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=7)
     fig.subplots_adjust(left=0.36, right=0.99, top=0.995, bottom=0.005, hspace=0.08)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure_png(plt, fig, path, dpi=110)
 
 
 @click.group("eval")
@@ -236,12 +236,16 @@ def eval_group() -> None:
 def eval_shapes(n: int, seed: int, steps_per_level: int | None, json_out: str, figure: str,
                 only: str | None) -> None:
     """Generate compositions with the shipped shapes experts and judge them with the independent classifier."""
+    from composer.cli import check_output
+
+    check_output(json_out, (".json",))  # before the minutes of work
+    check_output(figure, (".png",))
     overrides = {}
     if steps_per_level is not None:
         r = recipe_for_family("shapes.color").replace(steps_per_level=steps_per_level)
         overrides = {"steps": r.levels * r.steps_per_level}
     results = evaluate(n=n, seed=seed, figure=figure, only=only, **overrides)
-    Path(json_out).write_text(json.dumps(results, indent=2))
+    atomic_write_text(json_out, json.dumps(results, indent=2))
     click.echo(summary(results))
 
 
