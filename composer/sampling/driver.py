@@ -24,6 +24,7 @@ from composer.energy import Energy, as_energy, device_of
 from composer.errors import CompositionError
 from composer.sampling.adapt import DualAveraging
 from composer.sampling.buffer import ReplayBuffer, draw_noise
+from composer.sampling.freeze import frozen
 from composer.sampling.recipe import resolve_options
 from composer.sampling.resolve import (
     build_plan,
@@ -311,7 +312,7 @@ def sample(
         if mode is not None and ("reduce-overhead" in mode or "cudagraphs" in mode):
             step_fn = owning_outputs(step_fn)
 
-    with contexts:
+    with contexts, frozen(energy):  # autograd builds only the graph for x (composer.sampling.freeze)
         state = kernel.init(x0, target)
         initial_ok = check_initial(state, energy, n)
         metropolis = bool(getattr(kernel, "metropolis", False))
