@@ -23,7 +23,7 @@ from torch import Tensor
 
 from composer.energy import call_energy
 
-_FIELDS = ("energy", "sigma", "clip_grad", "clip_grad_norm", "mask", "low", "high")
+_FIELDS = ("energy", "sigma", "clip_grad", "clip_grad_norm", "mask", "low", "high", "autocast")
 
 
 class Target:
@@ -37,9 +37,12 @@ class Target:
         mask: bool tensor broadcastable to ``x``; ``True`` marks observed entries, which
             get a zero drift and are kept bit-identical by ``constrain``/``freeze``.
         low, high: domain box broadcastable to one sample; ``None`` for unbounded.
+        autocast: evaluate the energy under ``torch.autocast`` in this dtype (e.g. ``torch.bfloat16``);
+            the energies are returned in the samples' dtype, and the gradient is with respect to the
+            samples (in their dtype). ``None``: no autocast.
     """
 
-    __slots__ = ("energy", "sigma", "clip_grad", "clip_grad_norm", "mask", "low", "high", "_plain")
+    __slots__ = ("energy", "sigma", "clip_grad", "clip_grad_norm", "mask", "low", "high", "autocast", "_plain")
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class Target:
         mask: Tensor | None = None,
         low: Tensor | None = None,
         high: Tensor | None = None,
+        autocast: torch.dtype | None = None,
     ):
         self.energy = energy
         self.sigma = sigma
@@ -58,6 +62,7 @@ class Target:
         self.mask = mask
         self.low = low
         self.high = high
+        self.autocast = autocast
         self._plain = clip_grad is None and clip_grad_norm is None and mask is None
 
     def replace(self, **changes: Any) -> Target:
@@ -69,7 +74,14 @@ class Target:
     # -- evaluation ---------------------------------------------------------------------------
     def __call__(self, x: Tensor) -> Tensor:
         """Energies ``(B,)`` of ``x: (B, *event)`` (no gradient)."""
+        if self.autocast is not None:
+            return self._autocast(x)
         return call_energy(self.energy, x, self.sigma)
+
+    def _autocast(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, dtype=self.autocast):
+            e = call_energy(self.energy, x, self.sigma)
+        return e.to(x.dtype)
 
     def value_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Energies ``(B,)`` and the raw gradient ``dE/dx`` ``(B, *event)``, both detached.
@@ -77,14 +89,15 @@ class Target:
         Exactly one autograd call for the whole composition. Only ``x`` is differentiated:
         nothing is accumulated into the experts' parameters.
         """
+        call = call_energy if self.autocast is None else (lambda _, xr, __: self._autocast(xr))
         if torch.is_grad_enabled():
             xr = x.detach().requires_grad_(True)
-            e = call_energy(self.energy, xr, self.sigma)
+            e = call(self.energy, xr, self.sigma)
             (g,) = torch.autograd.grad(e.sum(), xr)
         else:
             with torch.enable_grad():
                 xr = x.detach().requires_grad_(True)
-                e = call_energy(self.energy, xr, self.sigma)
+                e = call(self.energy, xr, self.sigma)
                 (g,) = torch.autograd.grad(e.sum(), xr)
         return e.detach(), g
 
