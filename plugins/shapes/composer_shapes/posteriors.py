@@ -98,11 +98,13 @@ class ViewPosterior(Posterior):
         self.config = {"type": "shapes_view_posterior", "num_classes": self.num_classes, "widths": widths,
                        "hidden": int(hidden), "dim": dim, "sigma_data": self.sigma_data,
                        "infer_sigma": self.infer_sigma, "view": view}
+        self.to(memory_format=torch.channels_last)  # ~30% faster convolutions on CPU, same values (see nets.UNet)
 
     def logits(self, x: Tensor, sigma: Tensor) -> Tensor:
         v = self.view(x)
         s = sigma * self.view.noise_scale
         h = v * (s.square() + self.sigma_data**2).rsqrt()[:, None, None, None]
+        h = h.contiguous(memory_format=torch.channels_last)
         emb = self.embed(s, None)
         for conv, film in zip(self.convs, self.films):
             h = nn.functional.silu(film(conv(h), emb))
