@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from composer.energy import call_energy
+from composer.sampling.memo import close_scope, open_scope
 
 _FIELDS = ("energy", "sigma", "clip_grad", "clip_grad_norm", "mask", "low", "high", "autocast")
 
@@ -73,15 +74,17 @@ class Target:
 
     # -- evaluation ---------------------------------------------------------------------------
     def __call__(self, x: Tensor) -> Tensor:
-        """Energies ``(B,)`` of ``x: (B, *event)`` (no gradient)."""
-        if self.autocast is not None:
-            return self._autocast(x)
-        return call_energy(self.energy, x, self.sigma)
-
-    def _autocast(self, x: Tensor) -> Tensor:
-        with torch.autocast(x.device.type, dtype=self.autocast):
-            e = call_energy(self.energy, x, self.sigma)
-        return e.to(x.dtype)
+        """Energies ``(B,)`` of ``x: (B, *event)``, in one ``composer.sampling.memo`` scope (parts of the
+        composition that need one network on one input share its call)."""
+        token = open_scope()
+        try:
+            if self.autocast is None:
+                return call_energy(self.energy, x, self.sigma)
+            with torch.autocast(x.device.type, dtype=self.autocast):
+                e = call_energy(self.energy, x, self.sigma)
+            return e.to(x.dtype)
+        finally:
+            close_scope(token)
 
     def value_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Energies ``(B,)`` and the raw gradient ``dE/dx`` ``(B, *event)``, both detached.
@@ -89,15 +92,14 @@ class Target:
         Exactly one autograd call for the whole composition. Only ``x`` is differentiated:
         nothing is accumulated into the experts' parameters.
         """
-        call = call_energy if self.autocast is None else (lambda _, xr, __: self._autocast(xr))
         if torch.is_grad_enabled():
             xr = x.detach().requires_grad_(True)
-            e = call(self.energy, xr, self.sigma)
+            e = self(xr)
             (g,) = torch.autograd.grad(e.sum(), xr)
         else:
             with torch.enable_grad():
                 xr = x.detach().requires_grad_(True)
-                e = call(self.energy, xr, self.sigma)
+                e = self(xr)
                 (g,) = torch.autograd.grad(e.sum(), xr)
         return e.detach(), g
 

@@ -28,3 +28,26 @@ def test_main_job_energies_and_gradients_match_the_reference_convolutions():
     nets = [m for m in energy.modules() if isinstance(m, (UNet, ViewPosterior))]
     convs = [c for n in nets for c in n.modules() if isinstance(c, torch.nn.Conv2d)]
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+
+
+def test_the_colour_network_runs_once_per_evaluation_with_the_same_energies(monkeypatch):
+    """The prior's colour mixture and red's Bayes likelihood share one call of the colour network inside the
+    sampler's evaluation scope; outside it (a plain call) each part calls it. Same energies; gradients
+    agree to float rounding (one backward pass through the shared call sums what two passes summed at x)."""
+    from composer_shapes import posteriors
+
+    calls = []
+    original = posteriors._all_values
+    monkeypatch.setattr(posteriors, "_all_values", lambda *a: calls.append(1) or original(*a))
+    energy = composer.parse("red & triangle & ~top_left")
+    torch.manual_seed(1)
+    x = torch.rand(8, 3, 32, 32)
+    sigma = torch.full((8,), 0.2)
+    e, g = Target(energy, sigma=sigma).value_and_grad(x)
+    assert len(calls) == 1
+    xr = x.clone().requires_grad_(True)
+    e_ref = energy(xr, sigma=sigma)
+    (g_ref,) = torch.autograd.grad(e_ref.sum(), xr)
+    assert len(calls) == 3
+    torch.testing.assert_close(e, e_ref.detach(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5 * float(g_ref.abs().max()))
