@@ -51,3 +51,21 @@ def test_the_colour_network_runs_once_per_evaluation_with_the_same_energies(monk
     assert len(calls) == 3
     torch.testing.assert_close(e, e_ref.detach(), rtol=1e-6, atol=0)
     torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5 * float(g_ref.abs().max()))
+
+
+def test_film_in_one_pass_equals_the_written_formula():
+    """``addcmul(bias, h, 1 + gain)`` is ``h * (1 + gain) + bias`` up to one rounding (fused multiply-add)."""
+    from composer_shapes.nets import FiLM
+
+    torch.manual_seed(0)
+    film = FiLM(8, 16)
+    torch.nn.init.normal_(film.proj.weight)
+    torch.nn.init.normal_(film.proj.bias)
+    h = torch.randn(4, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    emb = torch.randn(4, 8)
+    gain, bias = film.proj(emb)[:, :, None, None].chunk(2, dim=1)
+    expected = h * (1 + gain) + bias
+    out = film(h, emb)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    g1, g2 = torch.autograd.grad(out.square().sum(), h)[0], torch.autograd.grad(expected.square().sum(), h)[0]
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-5)
