@@ -317,6 +317,7 @@ def sample(
         low=domain[0] if use_domain else None,
         high=domain[1] if use_domain else None,
         autocast=autocast,
+        memo=not compile,
     )
     step_fn = kernel.step
     contexts = contextlib.ExitStack()

@@ -7,7 +7,8 @@ opens an ``evaluation()`` scope around each energy (and gradient) evaluation; in
 ``shared(key, fn)`` computes ``fn()`` once per key and returns the same tensor to every part, so autograd
 sums both parts' gradients through one backward pass of the network. The scope ends with the
 evaluation, so nothing is kept from one evaluation to the next (no stale results, no retained graphs).
-Outside a scope (a plain call of an energy, or while ``torch.compile`` traces) ``shared`` just calls ``fn``.
+Outside a scope (a plain call of an energy, a compiled sampler step, or while ``torch.compile`` traces)
+``shared`` just calls ``fn``.
 
     >>> import torch
     >>> calls = []
@@ -50,8 +51,9 @@ def evaluation() -> Iterator[None]:
 
 def open_scope() -> Any:
     """Open a scope (what ``evaluation`` does, without a context manager: for hot paths); pass the
-    result to ``close_scope``. While ``torch.compile`` traces, no scope is opened."""
-    return None if torch.compiler.is_compiling() else _scope.set({})
+    result to ``close_scope``. (Code compiled with ``torch.compile`` should not open scopes: the sampler's
+    compiled steps do not.)"""
+    return _scope.set({})
 
 
 def close_scope(token: Any) -> None:
