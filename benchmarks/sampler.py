@@ -19,8 +19,16 @@ kernel and page-faulted back in at a rate that depends on the process's allocati
 (thousands of faults per 100 steps, for either contender, varying run to run), which swamps the
 overhead being measured. ``--default-malloc`` keeps glibc's defaults.
 
+Peers (when installed: ``pip install -e ".[bench]"``; skipped with a note otherwise), on the same
+energies, step 0.01 and exact noise ``sqrt(2 * 0.01)``, from the same start:
+
+    ebmkit 0.16.0     ``ebm.samplers.LangevinDynamics(step_size, steps, noise_scale).sample(module, x0)``
+                      (freezes the module's parameters for the chain)
+    torchebm 0.8.9    ``torchebm.samplers.LangevinDynamics(model, step_size, noise_scale=1.0).sample(x, n_steps)``
+                      (Euler-Maruyama: noise ``sqrt(2 * step) * noise_scale``)
+
 Usage: ``python benchmarks/sampler.py [--repeats 9] [--device cpu|cuda|all] [--no-memory] [--default-malloc]
-[--lean] [--cases abcd] [--steps 100]``
+[--lean] [--cases abcd] [--steps 100] [--no-peers] [--compile] [--graph] [--bf16]``
 """
 
 from __future__ import annotations
@@ -83,15 +91,31 @@ def hand_written(fn: Callable[[Tensor], Tensor], x: Tensor, steps: int) -> Tenso
     return x
 
 
+class PlainEnergy(nn.Module):
+    """The hand-written energy as one module (what the peers take): ``forward(x) = fn(x)``, ``nets`` registered."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], nets: list[nn.Module]):
+        super().__init__()
+        self.fn, self.nets = fn, nn.ModuleList(nets)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+
 def make_case(name: str, device: str) -> tuple[composer.Energy, Callable[[Tensor], Tensor], int, int]:
     """(composer energy, the same energy as a plain function, event dim, batch)."""
+    fn, nets, energy, dim, batch = _case(name, device)
+    return energy, fn, dim, batch
+
+
+def _case(name: str, device: str) -> tuple[Callable[[Tensor], Tensor], list[nn.Module], composer.Energy, int, int]:
     torch.manual_seed(0)
     if name in ("a", "d"):
         net = mlp(2, 128).to(device)
-        return MLPEnergy(net, 2, "mlp"), (lambda x: net(x).squeeze(-1)), 2, 1024 if name == "a" else 16
+        return (lambda x: net(x).squeeze(-1)), [net], MLPEnergy(net, 2, "mlp"), 2, 1024 if name == "a" else 16
     if name == "b":
         net = mlp(64, 256).to(device)
-        return MLPEnergy(net, 64, "mlp"), (lambda x: net(x).squeeze(-1)), 64, 1024
+        return (lambda x: net(x).squeeze(-1)), [net], MLPEnergy(net, 64, "mlp"), 64, 1024
     nets = [mlp(2, 128).to(device) for _ in range(4)]
     experts = [MLPEnergy(m, 2, f"e{i}") for i, m in enumerate(nets)]
     energy = experts[0] & experts[1] & experts[2] & 0.5 * ~experts[3]
@@ -99,7 +123,45 @@ def make_case(name: str, device: str) -> tuple[composer.Energy, Callable[[Tensor
     def fn(x: Tensor) -> Tensor:
         return nets[0](x).squeeze(-1) + nets[1](x).squeeze(-1) + nets[2](x).squeeze(-1) - 0.5 * nets[3](x).squeeze(-1)
 
-    return energy, fn, 2, 1024
+    return fn, nets, energy, 2, 1024
+
+
+def peers(fn: Callable[[Tensor], Tensor], nets: list[nn.Module], x0: Tensor, steps: int) -> dict[str, Callable]:
+    """The installed peer libraries' Langevin samplers on the same energy, step and noise (see the docstring)."""
+    out: dict[str, Callable] = {}
+    try:
+        from ebm.samplers import LangevinDynamics as EbmkitLangevin
+
+        module = PlainEnergy(fn, nets)
+        ebm_sampler = EbmkitLangevin(step_size=STEP, steps=steps, noise_scale=NOISE)
+        out["ebmkit"] = lambda: ebm_sampler.sample(module, x0)
+    except ImportError:
+        pass
+    try:
+        from torchebm.core import BaseModel
+        from torchebm.samplers import LangevinDynamics as TorchebmLangevin
+
+        class Model(BaseModel):
+            def __init__(self) -> None:
+                super().__init__(device=x0.device)
+                self.nets = nn.ModuleList(nets)
+
+            def forward(self, x: Tensor) -> Tensor:
+                return fn(x)
+
+        te_sampler = TorchebmLangevin(Model(), step_size=STEP, noise_scale=1.0, device=x0.device)
+        out["torchebm"] = lambda: te_sampler.sample(x=x0, n_steps=steps)
+    except ImportError:
+        pass
+    return out
+
+
+def missing_peers() -> list[str]:
+    """Peers that are not installed."""
+    import importlib.util
+
+    found = importlib.util.find_spec
+    return [name for name, mod in (("ebmkit", "ebm"), ("torchebm", "torchebm")) if found(mod) is None]
 
 
 def timed(fn: Callable[[], object], device: str) -> float:
@@ -117,23 +179,37 @@ def timed(fn: Callable[[], object], device: str) -> float:
 
 
 def run_case(name: str, device: str, repeats: int, steps: int, compiled: bool, budget: float = 2.0,
-             lean: bool = False) -> dict:
+             lean: bool = False, with_peers: bool = True, graph: bool = False, bf16: bool = False) -> dict:
     """Time the contenders on one case: at least ``repeats`` rounds, more for cheap cases (about ``budget``
     seconds of the hand-written loop, at most 100 rounds)."""
-    energy, fn, dim, batch = make_case(name, device)
+    fn, nets, energy, dim, batch = _case(name, device)
     x0 = torch.randn(batch, dim, device=device)
     contenders = {
         "hand-written": lambda: hand_written(fn, x0, steps),
         "composer": lambda: sample(energy, steps=steps, init=x0, step_size=STEP, seed=0),
     }
+    if with_peers:
+        contenders.update(peers(fn, nets, x0, steps))
     if lean:
         contenders["composer lean"] = lambda: sample(energy, steps=steps, init=x0, step_size=STEP, seed=0,
                                                      trace=False, energies=False)
     if compiled:
         contenders["composer compile"] = lambda: sample(energy, steps=steps, init=x0, step_size=STEP, seed=0,
                                                         compile=True)
-    for f in contenders.values():  # warm up (and compile)
-        f()
+    if graph:
+        contenders["composer graph"] = lambda: sample(energy, steps=steps, init=x0, step_size=STEP, seed=0,
+                                                      graph=True)
+    if bf16:
+        contenders["composer bf16"] = lambda: sample(energy, steps=steps, init=x0, step_size=STEP, seed=0,
+                                                     autocast=torch.bfloat16)
+    for k, f in list(contenders.items()):  # warm up (and compile); a contender that fails is dropped, with a note
+        try:
+            f()
+        except Exception as e:  # noqa: BLE001 - reported, the other contenders still run
+            if k in ("hand-written", "composer"):
+                raise
+            print(f"note: ({name}) {device} {k} failed and is skipped: {type(e).__name__}: {str(e)[:200]}")
+            del contenders[k]
     once = timed(contenders["hand-written"], device)
     repeats = max(repeats, min(100, math.ceil(budget / max(once, 1e-6))))  # cheap cases get more repeats
     times: dict[str, list[float]] = {k: [] for k in contenders}
@@ -150,6 +226,9 @@ def run_case(name: str, device: str, repeats: int, steps: int, compiled: bool, b
         if k != "hand-written":
             row[f"ratio {k}"] = statistics.median([t / b for t, b in zip(ts, base)])  # paired, then median
             row[f"min ratio {k}"] = min(ts) / min(base)  # fastest runs: least disturbed by other processes
+    for peer in ("ebmkit", "torchebm"):
+        if peer in times:
+            row[f"composer / {peer}"] = statistics.median([c / p for c, p in zip(times["composer"], times[peer])])
     return row
 
 
@@ -207,6 +286,18 @@ def memory_cuda(who: str) -> tuple[float, float]:
     return peaks[0], peaks[1]
 
 
+def format_row(row: dict) -> str:
+    """One line: every contender's median time and its ratio to the hand-written loop, then composer / peer."""
+    parts = [f"({row['case']}) {row['device']} batch {row['batch']} runs {row['repeats']}:",
+             f"hand-written {row['hand-written'] * 1e3:.1f} ms"]
+    for k in row:
+        if k.startswith("ratio "):
+            who = k[len("ratio "):]
+            parts.append(f"{who} {row[who] * 1e3:.1f} ms ({row[k]:.3f}, min {row['min ratio ' + who]:.3f})")
+    parts += [f"{k} {row[k]:.3f}" for k in row if k.startswith("composer / ")]
+    return " | ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="minimum rounds per case")
@@ -220,6 +311,10 @@ def main() -> None:
                         help="also time sample(..., trace=False, energies=False), the path for short CD runs")
     parser.add_argument("--cases", default="abcd", help="which cases to run, e.g. 'ad'")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--no-peers", action="store_true", help="skip ebmkit and torchebm even when installed")
+    parser.add_argument("--compile", action="store_true", help="also time compile=True (always on CUDA)")
+    parser.add_argument("--graph", action="store_true", help="also time graph=True (captured steps)")
+    parser.add_argument("--bf16", action="store_true", help="also time autocast=torch.bfloat16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pinned = False if args.default_malloc else pin_malloc()
@@ -231,22 +326,15 @@ def main() -> None:
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, malloc thresholds {'pinned' if pinned else 'default'}"
           + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
+    if not args.no_peers and missing_peers():
+        print(f"note: {', '.join(missing_peers())} not installed (pip install -e '.[bench]'): skipped")
     rows = []
-    header = f"{'case':4} {'device':6} {'batch':>5} {'runs':>4} {'hand (ms)':>10} {'composer (ms)':>14} {'ratio':>6}"
-    header += f" {'min-ratio':>9}"
-    header += f" {'lean (ms)':>10} {'ratio':>6}" if args.lean else ""
-    print(header + (f" {'compiled (ms)':>14} {'ratio':>6}" if "cuda" in devices else ""))
     for device in devices:
         for name in args.cases:
-            row = run_case(name, device, args.repeats, args.steps, compiled=device == "cuda", lean=args.lean)
+            row = run_case(name, device, args.repeats, args.steps, compiled=device == "cuda" or args.compile,
+                           lean=args.lean, with_peers=not args.no_peers, graph=args.graph, bf16=args.bf16)
             rows.append(row)
-            line = (f"({name})  {device:6} {row['batch']:5d} {row['repeats']:4d} {row['hand-written'] * 1e3:10.1f} "
-                    f"{row['composer'] * 1e3:14.1f} {row['ratio composer']:6.3f} {row['min ratio composer']:9.3f}")
-            if "composer lean" in row:
-                line += f" {row['composer lean'] * 1e3:10.1f} {row['ratio composer lean']:6.3f}"
-            if "composer compile" in row:
-                line += f" {row['composer compile'] * 1e3:14.1f} {row['ratio composer compile']:6.3f}"
-            print(line, flush=True)
+            print(format_row(row), flush=True)
     if not args.no_memory:
         for device in devices:
             measure = memory_cpu if device == "cpu" else memory_cuda

@@ -44,8 +44,25 @@ class ComposerGroup(click.Group):
 
 @click.group(cls=ComposerGroup, epilog=EXAMPLES)
 @click.version_option(package_name="ebm-composer", prog_name="composer")
-def cli() -> None:
+@click.option("--threads", type=click.IntRange(min=0), envvar="COMPOSER_THREADS", show_envvar=True, default=None,
+              help="CPU threads of torch's operators (default: 1, or OMP_NUM_THREADS when set; 0: torch's "
+                   "default, one per core). One thread is never much slower for these small networks and is "
+                   "several times faster on a busy machine (benchmarks/README.md, Threads).")
+def cli(threads: int | None) -> None:
     """Compose energy-based experts from plugins and sample the composition."""
+    _set_threads(threads)
+
+
+def _set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads``: ``threads`` if given (0: leave torch's default), else 1 unless the user set
+    ``OMP_NUM_THREADS``."""
+    if threads is None and os.environ.get("OMP_NUM_THREADS"):
+        return  # torch already follows it
+    if threads == 0:
+        return
+    import torch
+
+    torch.set_num_threads(threads or 1)
 
 
 cli.add_command(generate_command)

@@ -24,6 +24,7 @@ from composer.energy import Energy, as_energy, call_energy, device_of
 from composer.errors import CompositionError
 from composer.sampling.adapt import DualAveraging
 from composer.sampling.buffer import ReplayBuffer, draw_noise
+from composer.sampling.freeze import frozen
 from composer.sampling.guard import check_bounded, check_run, final_step_size, naming_experts
 from composer.sampling.recipe import resolve_options
 from composer.sampling.resolve import (
@@ -132,6 +133,8 @@ def sample(
     trace: bool = True,
     energies: bool = True,
     compile: bool | str = False,
+    graph: bool = False,
+    autocast: torch.dtype | None = None,
     progress: bool = False,
     registry: Any = None,
     recipe: bool | dict[str, Any] = True,
@@ -192,6 +195,12 @@ def sample(
             Metropolis kernels must evaluate every proposal, and a compiled step always evaluates
             fully (one graph for every step); for them this changes nothing.
         compile: wrap the step with ``torch.compile`` (``True`` or a mode such as ``"max-autotune"``).
+        graph: the captured fixed-shape path: on CUDA the step is compiled with
+            ``mode="reduce-overhead"``, so each step replays one CUDA graph (static buffers, no per-kernel
+            launch cost: what a small expert's step is bound by); on a CPU, where no graphs exist, it is
+            ``compile=True``. Samples agree with the eager path to float rounding.
+        autocast: evaluate energies (and their gradients) under ``torch.autocast`` in this dtype, e.g.
+            ``torch.bfloat16``; the chains, noise and update stay in ``dtype`` (float32 by default).
         progress: show a tqdm progress bar (on stderr).
         registry: where sampler names are looked up (default: ``composer.get_registry()``).
         recipe: arguments left at ``None`` (``steps``, ``sampler``, ``init``, ``step_size``,
@@ -233,11 +242,17 @@ def sample(
     if predictor is not None and not sigmas:
         raise CompositionError(f"predictor='{predictor}' moves chains between noise levels: give sigmas= too")
     kernel, name = resolve_kernel(sampler, registry)
+    if autocast is not None and not (isinstance(autocast, torch.dtype) and autocast.is_floating_point):
+        raise CompositionError(f"autocast must be a floating torch.dtype such as torch.bfloat16, got {autocast!r}")
     steps, warmup, check_every = int(steps), int(warmup), int(check_every)
     if steps < 0 or warmup < 0 or check_every < 1:
         raise CompositionError(f"need steps >= 0, warmup >= 0, check_every >= 1; got {steps}, {warmup}, {check_every}")
 
     dev = resolve_device(device, init, energy)
+    if graph:
+        if compile:
+            raise CompositionError("give graph=True or compile=..., not both (graph=True is a compile mode)")
+        compile = "reduce-overhead" if dev.type == "cuda" else True
     owner = device_of(energy)
     if owner is not None and owner != dev:
         energy.to(dev)
@@ -319,10 +334,13 @@ def sample(
         mask=mask,
         low=domain[0] if use_domain else None,
         high=domain[1] if use_domain else None,
+        autocast=autocast,
+        memo=not compile,
     )
     if population:
-        return population_result(kernel, target, x0, plan, generator, extra, domain, event_shape, progress,
-                                 name, seed, warmup)
+        with frozen(energy):
+            return population_result(kernel, target, x0, plan, generator, extra, domain, event_shape, progress,
+                                     name, seed, warmup)
     step_fn = kernel.step
     contexts = contextlib.ExitStack()
     if compile:
@@ -332,7 +350,7 @@ def sample(
         if mode is not None and ("reduce-overhead" in mode or "cudagraphs" in mode):
             step_fn = owning_outputs(step_fn)
 
-    with contexts:
+    with contexts, frozen(energy):  # autograd builds only the graph for x (composer.sampling.freeze)
         with naming_experts(energy, x0, plan.sigmas[0] if plan.sigmas else None):  # a plugin's bug: name it
             state = kernel.init(x0, target)
         initial_ok = check_initial(state, energy, n)

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor
 
 from composer.energy import call_energy
+from composer.sampling.memo import close_scope, open_scope
 
-_FIELDS = ("energy", "sigma", "clip_grad", "clip_grad_norm", "mask", "low", "high")
+_FIELDS = ("energy", "sigma", "clip_grad", "clip_grad_norm", "mask", "low", "high", "autocast", "memo")
 
 
 class Target:
@@ -37,9 +38,15 @@ class Target:
         mask: bool tensor broadcastable to ``x``; ``True`` marks observed entries, which
             get a zero drift and are kept bit-identical by ``constrain``/``freeze``.
         low, high: domain box broadcastable to one sample; ``None`` for unbounded.
+        autocast: evaluate the energy under ``torch.autocast`` in this dtype (e.g. ``torch.bfloat16``);
+            the energies are returned in the samples' dtype, and the gradient is with respect to the
+            samples (in their dtype). ``None``: no autocast.
+        memo: evaluate in a ``composer.sampling.memo`` scope (parts needing one network on one input share
+            its call); ``False`` for steps compiled with ``torch.compile``.
     """
 
-    __slots__ = ("energy", "sigma", "clip_grad", "clip_grad_norm", "mask", "low", "high", "_plain")
+    __slots__ = ("energy", "sigma", "clip_grad", "clip_grad_norm", "mask", "low", "high", "autocast", "memo",
+                 "_plain")
 
     def __init__(
         self,
@@ -50,6 +57,8 @@ class Target:
         mask: Tensor | None = None,
         low: Tensor | None = None,
         high: Tensor | None = None,
+        autocast: torch.dtype | None = None,
+        memo: bool = True,
     ):
         self.energy = energy
         self.sigma = sigma
@@ -58,6 +67,8 @@ class Target:
         self.mask = mask
         self.low = low
         self.high = high
+        self.autocast = autocast
+        self.memo = memo
         self._plain = clip_grad is None and clip_grad_norm is None and mask is None
 
     def replace(self, **changes: Any) -> Target:
@@ -68,8 +79,22 @@ class Target:
 
     # -- evaluation ---------------------------------------------------------------------------
     def __call__(self, x: Tensor) -> Tensor:
-        """Energies ``(B,)`` of ``x: (B, *event)`` (no gradient)."""
-        return call_energy(self.energy, x, self.sigma)
+        """Energies ``(B,)`` of ``x: (B, *event)``, in one ``composer.sampling.memo`` scope (parts of the
+        composition that need one network on one input share its call)."""
+        if not self.memo:
+            return self._evaluate(x)
+        token = open_scope()
+        try:
+            return self._evaluate(x)
+        finally:
+            close_scope(token)
+
+    def _evaluate(self, x: Tensor) -> Tensor:
+        if self.autocast is None:
+            return call_energy(self.energy, x, self.sigma)
+        with torch.autocast(x.device.type, dtype=self.autocast):
+            e = call_energy(self.energy, x, self.sigma)
+        return e.to(x.dtype)
 
     def value_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Energies ``(B,)`` and the raw gradient ``dE/dx`` ``(B, *event)``, both detached.
@@ -79,12 +104,12 @@ class Target:
         """
         if torch.is_grad_enabled():
             xr = x.detach().requires_grad_(True)
-            e = call_energy(self.energy, xr, self.sigma)
+            e = self(xr)
             (g,) = torch.autograd.grad(e.sum(), xr)
         else:
             with torch.enable_grad():
                 xr = x.detach().requires_grad_(True)
-                e = call_energy(self.energy, xr, self.sigma)
+                e = self(xr)
                 (g,) = torch.autograd.grad(e.sum(), xr)
         return e.detach(), g
 

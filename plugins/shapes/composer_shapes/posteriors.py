@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from composer.energy import stacked_values
+from composer.sampling.memo import shared
 from composer_shapes.nets import Embedding, FiLM, luma, noise_levels, pick
 from composer_shapes.views import make_view
 
@@ -98,11 +99,13 @@ class ViewPosterior(Posterior):
         self.config = {"type": "shapes_view_posterior", "num_classes": self.num_classes, "widths": widths,
                        "hidden": int(hidden), "dim": dim, "sigma_data": self.sigma_data,
                        "infer_sigma": self.infer_sigma, "view": view}
+        self.to(memory_format=torch.channels_last)  # ~30% faster convolutions on CPU, same values (see nets.UNet)
 
     def logits(self, x: Tensor, sigma: Tensor) -> Tensor:
         v = self.view(x)
         s = sigma * self.view.noise_scale
         h = v * (s.square() + self.sigma_data**2).rsqrt()[:, None, None, None]
+        h = h.contiguous(memory_format=torch.channels_last)
         emb = self.embed(s, None)
         for conv, film in zip(self.convs, self.films):
             h = nn.functional.silu(film(conv(h), emb))
@@ -143,8 +146,14 @@ class ColorPosterior(Posterior):
 def all_values(net: nn.Module, x: Tensor, sigma: Any = None) -> Tensor:
     """``E(x, c, sigma)`` of every value ``c`` of a class-conditional network: ``(B, 3, 32, 32) -> (B, K)``.
 
-    Its ``energies_all`` when it has one, else one call on the ``K * B`` stacked rows.
+    Its ``energies_all`` when it has one, else one call on the ``K * B`` stacked rows. Within one evaluation
+    of a composition the call is made once (``composer.sampling.memo``): the colour family's likelihood
+    (``BayesPosterior``) and the prior's colour part (``ValueMixture``) share it.
     """
+    return shared(("shapes.all_values", net, x, sigma), lambda: _all_values(net, x, sigma))
+
+
+def _all_values(net: nn.Module, x: Tensor, sigma: Any) -> Tensor:
     if callable(getattr(net, "energies_all", None)):
         return net.energies_all(x, sigma)
     return stacked_values(net, x, int(net.num_classes), noise_levels(sigma, x, float(net.infer_sigma)))
