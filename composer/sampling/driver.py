@@ -274,7 +274,8 @@ def sample(
     elif generator.device.type != dev.type:
         raise CompositionError(f"the generator is on {generator.device} but sampling runs on {dev}")
     domain = resolve_domain(energy, dev, dt)
-    check_bounded(energy, event_shape, domain if clamp else None, dev, dt, allow_unbounded)
+    with frozen(energy):
+        check_bounded(energy, event_shape, domain if clamp else None, dev, dt, allow_unbounded)
 
     slots = None
     if isinstance(init, Tensor):
