@@ -133,7 +133,7 @@ def load_image(spec: str, channels: int | None = None) -> Tensor:
         raise ObservationError(f"'{path}': observed images are .png, .npz[:INDEX] or .npy[:INDEX] files")
     if arr.ndim not in (3, 4):
         raise ObservationError(f"'{spec}': expected images (C, H, W), got shape {arr.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).float()
+    x = torch.from_numpy(np.array(arr, copy=True)).float()
     return x / 255.0 if arr.dtype == np.uint8 else x
 
 

@@ -6,6 +6,7 @@ Found through the entry point ``[project.entry-points.composer] fashion = "compo
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import composer
 from composer_fashion.data import load
@@ -50,3 +51,16 @@ def register_concepts(register: Callable[..., None]) -> None:
         return make_value(value)
 
     register("fashion.class", list(CLASSES), make, doc=DOC)
+
+
+@composer.hookimpl
+def register_commands(cli: Any) -> None:
+    """Add ``composer eval fashion`` and ``composer ood``."""
+    from composer_fashion.evaluate import eval_group
+    from composer_fashion.ood import ood_command
+
+    if "eval" in getattr(cli, "commands", {}):
+        cli.commands["eval"].add_command(eval_group.commands["fashion"])
+    else:
+        cli.add_command(eval_group)
+    cli.add_command(ood_command)
