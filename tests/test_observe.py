@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import composer
-from composer.observe import Observe, ObservationError, load_image, parse_mask
+from composer.observe import ObservationError, Observe, load_image, parse_mask
 
 
 def test_energy_is_the_masked_gaussian_log_likelihood():

@@ -16,7 +16,7 @@ def test_auroc_exact_values():
     # Mann-Whitney by brute force on random data with ties
     g = torch.Generator().manual_seed(0)
     a, b = torch.randint(0, 5, (40,), generator=g).double(), torch.randint(1, 6, (30,), generator=g).double()
-    brute = ((b[:, None] > a[None]).float() + 0.5 * (b[:, None] == a[None]).float()).mean().item()
+    brute = ((b[:, None] > a[None]).double() + 0.5 * (b[:, None] == a[None]).double()).mean().item()
     assert auroc(a, b) == pytest.approx(brute, abs=1e-12)
     with pytest.raises(composer.ComposerError):
         auroc(torch.tensor([]), torch.tensor([1.0]))

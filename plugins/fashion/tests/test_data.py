@@ -7,11 +7,11 @@ import io
 
 import numpy as np
 import pytest
-
-from composer import ComposerError
 from composer_fashion import data
 from composer_fashion.idx import IDXError, read_idx, write_idx
 from conftest import write_fake
+
+from composer import ComposerError
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from composer_fashion import experts
+from conftest import write_fake
 
 import composer
 from composer.cli import main
-from composer_fashion import experts
-from conftest import write_fake
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
