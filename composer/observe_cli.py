@@ -65,13 +65,24 @@ def inpaint(expr: str, image: str, mask: str, noise: float, n: int, seed: int, d
         _write_npz(out_path, x=x.numpy(), observed=observed.numpy(), mask=m.numpy(), expression=expr,
                    formula=composition.formula(), seed=seed, noise=noise)
     else:
-        from composer.figures import save_image_grid
-
         masked = masked_view(observed, m)
         grid = torch.cat([observed, masked, x.view(k, n, *x.shape[1:]).transpose(0, 1).reshape(-1, *x.shape[1:])])
-        save_image_grid(grid, out_path, nrow=k)
+        save_grid_png(grid, out_path, nrow=k)
     click.echo(f"wrote {k * n} completions to {out_path} (largest change of an observed entry {kept:.3f}, "
                f"observation noise {noise:g})", err=True)
+
+
+def save_grid_png(x, path: str, nrow: int, scale: int = 4) -> None:
+    """Write images ``(N, C, H, W)`` in [0, 1] as one PNG grid (``nrow`` per row), atomically."""
+    from PIL import Image
+
+    from composer.atomic import atomic_write
+    from composer.figures import image_grid
+
+    img = Image.fromarray(image_grid(x, nrow))
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    with atomic_write(path) as f:
+        img.save(f, format="PNG")
 
 
 @click.command(epilog="""

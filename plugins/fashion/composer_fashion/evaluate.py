@@ -128,9 +128,9 @@ def evaluate(n: int = 64, fd_n: int = 640, inpaint_per_class: int = 10, seed: in
         echo(f"inpainting: {result['inpainting']} ({time.time() - t0:.0f} s)")
     result["cpu_s"] = round(time.process_time() - t_start, 1)
     if figure:
-        from composer.figures import save_image_grid
+        from composer.observe_cli import save_grid_png
 
-        save_image_grid(torch.cat([samples[v][:8] for v in CLASSES]), figure, nrow=8)
+        save_grid_png(torch.cat([samples[v][:8] for v in CLASSES]), str(figure), nrow=8)
     return result
 
 

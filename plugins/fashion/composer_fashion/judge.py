@@ -68,8 +68,12 @@ def _batch(x: np.ndarray, y: np.ndarray, step: int, batch_size: int, seed: int) 
 
 
 def train_judge(steps: int = 3000, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
-                state: str | Path | None = None, progress: bool = True) -> tuple[Judge, dict[str, Any]]:
-    """Train the judge on the train split (resuming from ``state`` when it exists). Returns (model, info)."""
+                state: str | Path | None = None, progress: bool = True, schedule_steps: int | None = None
+                ) -> tuple[Judge, dict[str, Any]]:
+    """Train the judge on the train split (resuming from ``state`` when it exists). Returns (model, info).
+
+    The learning rate follows a cosine over ``schedule_steps`` (default ``steps``); training stops after ``steps``.
+    """
     from tqdm import tqdm
 
     from composer.atomic import atomic_write_bytes
@@ -77,7 +81,8 @@ def train_judge(steps: int = 3000, batch_size: int = 128, lr: float = 2e-3, seed
     torch.manual_seed(seed)
     model, train = Judge(), load("train")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    schedule_steps = int(schedule_steps or steps)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, schedule_steps)
     start, cpu0 = 0, 0.0
     if state is not None and Path(state).is_file():
         blob = torch.load(state, weights_only=True)
@@ -85,6 +90,8 @@ def train_judge(steps: int = 3000, batch_size: int = 128, lr: float = 2e-3, seed
         opt.load_state_dict(blob["opt"])
         sched.load_state_dict(blob["sched"])
         start, cpu0 = int(blob["step"]), float(blob["cpu_s"])
+        if start > steps:
+            raise ComposerError(f"{state} is at step {start}, past the {steps} steps asked for")
     t0 = time.process_time()
     for step in tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="judge"):
         xb, yb = _batch(train["x"], train["y"], step, batch_size, seed)
@@ -101,7 +108,7 @@ def train_judge(steps: int = 3000, batch_size: int = 128, lr: float = 2e-3, seed
                         "step": step + 1, "cpu_s": cpu0 + time.process_time() - t0}, buf)
             atomic_write_bytes(state, buf.getvalue())
     model.eval().requires_grad_(False)
-    info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+    info = {"steps": steps, "schedule_steps": schedule_steps, "batch_size": batch_size, "lr": lr, "seed": seed,
             "train_cpu_s": round(cpu0 + time.process_time() - t0, 1), "test_accuracy": test_accuracy(model)}
     return model, info
 
@@ -166,11 +173,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the Fashion-MNIST judge and write its weights.")
     parser.add_argument("--out", default=str(WEIGHTS_PATH))
     parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--schedule-steps", type=int, default=None, help="length of the cosine (default: --steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--state", default=None, help="resume file (default: OUT.state.pt)")
     args = parser.parse_args(argv)
     state = args.state or f"{args.out}.state.pt"
-    model, info = train_judge(steps=args.steps, seed=args.seed, state=state)
+    model, info = train_judge(steps=args.steps, seed=args.seed, state=state, schedule_steps=args.schedule_steps)
     save_judge(model, args.out, info)
     print(json.dumps(info))
 
