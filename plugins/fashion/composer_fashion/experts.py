@@ -30,7 +30,7 @@ from composer_fashion.recipe import DEFAULT
 
 WEIGHTS = Path(__file__).parent / "weights"
 FAMILY = "fashion.class"
-GUIDANCE = 3.0
+GUIDANCE = 10.0
 """Guidance ``g`` of the class posterior (``composer.ConditionalEnergy``'s ``guidance``): see the README."""
 DOC = "Fashion-MNIST class: prior - g log p(class | x) (noise-conditional classifier)"
 
