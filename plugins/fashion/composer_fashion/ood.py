@@ -10,8 +10,10 @@ In-distribution: ``n`` Fashion-MNIST test images. Out-of-distribution sets (``n`
 - ``interpolation``: ``(a + b) / 2`` of two random test images (other than the in-distribution ones);
 - ``flipped``: test images (other than the in-distribution ones) flipped upside down.
 
-Every score (``composer.scores``) of the expert ``EXPR`` (default ``fashion.prior``) is computed on every
-set and the AUROC of in versus out is reported (0.5: chance; 1: every OOD input scores higher).
+Every score (``composer.scores``) of the expert ``EXPR`` is computed on every set and the AUROC of in versus
+out is reported (0.5: chance; 1: every OOD input scores higher). The default ``EXPR`` is ``ALL_CLASSES``, the
+mixture of the ten values of ``fashion.class``: ``E = E_prior - log sum_c p(c | x)^g``, the prior's energy plus
+``g`` times how unsure the class posterior is (with ``g = 10`` the sum is its largest term); see the README.
 """
 
 from __future__ import annotations
@@ -26,19 +28,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from composer_fashion.data import as_float, load
+from composer_fashion.data import CLASSES, as_float, load
 
 SETS = ("digits", "noise", "constant", "interpolation", "flipped")
 
 SCORE_SPECS: dict[str, dict[str, Any]] = {
-    "energy@0.02": {"kind": "energy", "sigma": 0.02},
     "energy@0.1": {"kind": "energy", "sigma": 0.1},
     "energy@0.5": {"kind": "energy", "sigma": 0.5},
-    "grad-norm@0.02": {"kind": "grad-norm", "sigma": 0.02},
+    "energy@1": {"kind": "energy", "sigma": 1.0},
+    "energy@2": {"kind": "energy", "sigma": 2.0},
+    "energy@4": {"kind": "energy", "sigma": 4.0},
     "grad-norm@0.1": {"kind": "grad-norm", "sigma": 0.1},
-    "levels": {"kind": "levels"},
+    "levels 1,2,4": {"kind": "levels", "sigmas": [1.0, 2.0, 4.0]},
 }
 """The scores ``composer ood`` reports: name -> ``composer.scores.score`` arguments."""
+
+ALL_CLASSES = " | ".join(f"fashion.class={c}" for c in CLASSES)
+"""The default expression of ``composer ood``: the mixture of every class value."""
 
 
 def digits_28(n: int, seed: int = 0) -> Tensor | None:
@@ -99,7 +105,7 @@ Examples:
   composer ood -n 200 --json ood.json
   composer ood "fashion.class=bag" -n 500
 """)
-@click.argument("expr", default="fashion.prior")
+@click.argument("expr", default=None, required=False)
 @click.option("-n", "--num", "n", type=click.IntRange(min=10), default=1000, show_default=True,
               help="Images per set (in-distribution and each OOD set).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sets.")
@@ -110,6 +116,7 @@ def ood_command(expr: str, n: int, seed: int, json_out: str | None) -> None:
     from composer.language import parse
     from composer.plugins import get_registry
 
+    expr = expr or ALL_CLASSES
     energy = parse(expr, registry=get_registry())
     result = run_protocol(energy, n, seed, echo=lambda s: click.echo(s, err=True))
     result["expression"] = expr

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from composer_fashion.judge import Judge, load_judge, predict, save_judge, train_judge
 
 from composer import ComposerError
-from composer_fashion.judge import Judge, load_judge, predict, save_judge, train_judge
 
 
 def test_resume_is_exact_and_files_round_trip(fake_dir, tmp_path):
