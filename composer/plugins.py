@@ -27,7 +27,7 @@ ENTRY_POINT_GROUP = "composer"
 DISABLE_ENV = "COMPOSER_DISABLE_PLUGINS"
 
 #: engine modules that register built-in components through the same hooks as plugins
-BUILTIN_PLUGINS = ("composer.sampling.builtin", "composer.training.builtin")
+BUILTIN_PLUGINS = ("composer.sampling.builtin", "composer.training.builtin", "composer.observe")
 
 _REGISTER_HOOKS = {
     "register_experts": "add_expert",
