@@ -19,26 +19,13 @@ The command line's ``--defs FILE`` passes ``read_definitions(FILE)`` to ``compos
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 from composer.energy import Energy
 from composer.errors import ComposerError, CompositionError
 from composer.language import Name, Node, parse_ast, prefix_error, resolve_definitions
 from composer.registry import Registry
-
-
-def _toml() -> ModuleType:
-    if sys.version_info >= (3, 11):
-        import tomllib
-
-        return tomllib
-    try:
-        import tomli
-    except ImportError:
-        raise CompositionError("reading composition files on Python 3.10 needs 'tomli': pip install tomli") from None
-    return tomli
+from composer.tomlfile import read_toml
 
 
 def read_definitions(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -53,14 +40,7 @@ def read_definitions(path: str | os.PathLike[str]) -> dict[str, str]:
         CompositionSyntaxError: a definition with bad syntax (file and definition named).
     """
     path = Path(path)
-    toml = _toml()
-    try:
-        with path.open("rb") as f:
-            data = toml.load(f)
-    except OSError as exc:
-        raise CompositionError(f"{path}: cannot read composition file: {exc.strerror or exc}") from exc
-    except (toml.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CompositionError(f"{path}: invalid TOML: {exc}") from exc
+    data = read_toml(path, "composition file", CompositionError)
     definitions: dict[str, str] = {}
     graph: dict[str, list[str]] = {}
     for name, text in data.items():

@@ -126,7 +126,7 @@ def test_unreadable_files(tmp_path):
         read_definitions(tmp_path / "missing.toml")
     path = tmp_path / "latin1.toml"
     path.write_bytes('a = "caf\xe9"\n'.encode("latin-1"))
-    with pytest.raises(CompositionError, match="invalid TOML"):
+    with pytest.raises(CompositionError, match="not a text file"):
         read_definitions(path)
 
 

@@ -43,7 +43,11 @@ from pathlib import Path
 
 import pytest
 
-from composer.compositions import _toml
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -119,7 +123,7 @@ class Runner:
                 (self.folder / named.group(1)).write_text(code)
             exec(compile(code, block.where, "exec"), self.namespace)
         elif block.language == "toml":
-            _toml().loads(code)
+            tomllib.loads(code)  # a TOML block must parse
             if named:
                 (self.folder / named.group(1)).write_text(code)
         elif block.language in ("bash", "sh"):

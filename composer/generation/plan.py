@@ -168,17 +168,10 @@ def read_plan(path: str | Path, n: int | None = None, definitions: dict[str, str
         PlanError: unreadable file or TOML, an unknown label or value, a count below 1, a composition
             missing a label, no composition at all.
     """
-    from composer.compositions import _toml
+    from composer.tomlfile import read_toml
 
     path = Path(path)
-    toml = _toml()
-    try:
-        with path.open("rb") as f:
-            data = toml.load(f)
-    except OSError as exc:
-        raise PlanError(f"{path}: cannot read plan: {exc.strerror or exc}") from None
-    except (toml.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PlanError(f"{path}: invalid TOML: {exc}") from None
+    data = read_toml(path, "plan", PlanError)
     unknown = sorted(set(data) - {"count", "labels", "grid", "compositions"})
     if unknown:
         raise PlanError(f"{path}: unknown key(s) {', '.join(unknown)}; a plan has count, labels, grid, compositions")

@@ -173,3 +173,34 @@ class StepAdapter:
     def update(self, acceptance: Tensor) -> None:
         acc = torch.nan_to_num(acceptance.double().cpu(), nan=0.0)
         self.log_step = (self.log_step + self.gain * (acc - self.goal)).clamp(-30.0, 10.0)
+
+
+def move_kernel(name: str) -> Any:
+    """The MCMC kernel that moves a population between (and at) temperatures: ``mala`` or ``hmc``."""
+    from composer.sampling.hmc import hmc
+    from composer.sampling.mala import mala
+
+    kernels = {"mala": mala, "hmc": hmc}
+    if name not in kernels:
+        raise CompositionError(f"smc/pt move kernel must be 'mala' or 'hmc', got {name!r}")
+    return kernels[name]
+
+
+class PopulationKernel:
+    """What the population samplers share. ``composer.sample`` hands them the whole run (``run``); used
+    alone as a kernel (``init``/``step``) each is its move kernel at the target (MALA)."""
+
+    name = "population"
+    metropolis = True
+    population = True
+    target_accept = 0.574
+    decoupled_noise = False
+
+    def init(self, x: Tensor, energy_fn: Any) -> Any:
+        return move_kernel("mala").init(x, energy_fn)
+
+    def step(self, state: Any, energy_fn: Any, **params: Any) -> Any:
+        return move_kernel("mala").step(state, energy_fn, **params)
+
+    def __repr__(self) -> str:
+        return self.name

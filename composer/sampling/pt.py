@@ -27,8 +27,14 @@ import torch
 from torch import Tensor
 
 from composer.errors import CompositionError
-from composer.sampling.population import StepAdapter, Tempered, plan_temperature, reference_for
-from composer.sampling.smc import _move_kernel
+from composer.sampling.population import (
+    PopulationKernel,
+    StepAdapter,
+    Tempered,
+    move_kernel,
+    plan_temperature,
+    reference_for,
+)
 
 OPTIONS = {
     "replicas": "number of temperatures (default 8)",
@@ -48,26 +54,13 @@ def ladder(replicas: int, beta_min: float) -> list[float]:
     return [beta_min ** (i / (replicas - 1)) for i in range(replicas)]
 
 
-class ParallelTempering:
+class ParallelTempering(PopulationKernel):
     """Replica exchange; ``composer.sample(..., sampler="pt")`` runs ``run``. Used alone as a kernel it is
     MALA at the target."""
 
     name = "pt"
-    metropolis = True
-    population = True
-    target_accept = 0.574
-    decoupled_noise = False
     default_steps = 1000
     options = OPTIONS
-
-    def init(self, x: Tensor, energy_fn: Any) -> Any:
-        return _move_kernel("mala").init(x, energy_fn)
-
-    def step(self, state: Any, energy_fn: Any, **params: Any) -> Any:
-        return _move_kernel("mala").step(state, energy_fn, **params)
-
-    def __repr__(self) -> str:
-        return "pt"
 
     def run(self, target: Any, x0: Tensor, plan: Any, generator: torch.Generator, options: dict[str, Any],
             *, domain: Any, event_shape: tuple[int, ...], progress: bool = False) -> dict[str, Any]:
@@ -102,7 +95,7 @@ class ParallelTempering:
         tempered = Tempered(target.energy, target.sigma, temperature, reference, beta_rows)
         fn = target.replace(energy=tempered, sigma=None)
         x = reference.draw(k * n, generator, dev, dt)
-        kernel = _move_kernel("mala")
+        kernel = move_kernel("mala")
         state = kernel.init(x, fn)
         u = tempered.last_u
         adapter = StepAdapter(torch.full((k,), reference.step_guess()), goal=kernel.target_accept)

@@ -42,9 +42,11 @@ from torch import Tensor
 
 from composer.errors import CompositionError
 from composer.sampling.population import (
+    PopulationKernel,
     StepAdapter,
     Tempered,
     ess_fraction,
+    move_kernel,
     plan_temperature,
     reference_for,
     systematic_resample,
@@ -78,16 +80,6 @@ def islands_for(n: int, wanted: int | None = None) -> int:
     return 1
 
 
-def _move_kernel(name: str) -> Any:
-    from composer.sampling.hmc import hmc
-    from composer.sampling.mala import mala
-
-    kernels = {"mala": mala, "hmc": hmc}
-    if name not in kernels:
-        raise CompositionError(f"smc/pt move kernel must be 'mala' or 'hmc', got {name!r}")
-    return kernels[name]
-
-
 def next_beta(beta: float, u: Tensor, log_w: Tensor, cess: float) -> float:
     """The largest ``beta' <= 1`` whose incremental weights ``exp(-(beta' - beta) u)`` keep a conditional
     ESS of at least ``cess`` (mean over islands), by bisection.
@@ -116,28 +108,15 @@ def next_beta(beta: float, u: Tensor, log_w: Tensor, cess: float) -> float:
     return beta + max(lo, 1e-12)
 
 
-class SMC:
+class SMC(PopulationKernel):
     """The SMC sampler; ``composer.sample(..., sampler="smc")`` runs ``run`` (see the module docstring).
 
     Used alone as a kernel (``init``/``step``), it is its move kernel at the target (MALA).
     """
 
     name = "smc"
-    metropolis = True
-    population = True
-    target_accept = 0.574
-    decoupled_noise = False
     default_steps = 20
     options = OPTIONS
-
-    def init(self, x: Tensor, energy_fn: Any) -> Any:
-        return _move_kernel("mala").init(x, energy_fn)
-
-    def step(self, state: Any, energy_fn: Any, **params: Any) -> Any:
-        return _move_kernel("mala").step(state, energy_fn, **params)
-
-    def __repr__(self) -> str:
-        return "smc"
 
     def run(self, target: Any, x0: Tensor, plan: Any, generator: torch.Generator, options: dict[str, Any],
             *, domain: Any, event_shape: tuple[int, ...], progress: bool = False) -> dict[str, Any]:
@@ -168,7 +147,7 @@ class SMC:
         m = n // k
         moves, cess, ess = int(opts.pop("moves", 10)), float(opts.pop("cess", 0.98)), float(opts.pop("ess", 0.5))
         levels, max_levels = opts.pop("levels", None), int(opts.pop("max_levels", 10000))
-        kernel = _move_kernel(opts.pop("kernel", "mala"))
+        kernel = move_kernel(opts.pop("kernel", "mala"))
         if moves < 0 or not 0 < cess < 1 or not 0 <= ess <= 1:
             raise CompositionError(f"smc: need moves >= 0, 0 < cess < 1, 0 <= ess <= 1; got {moves}, {cess}, {ess}")
         temperature = plan_temperature(plan, "smc")

@@ -30,21 +30,11 @@ data in ``[0, 1]``; 2-D data needs the smaller, exact-noise steps shown above.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from composer.errors import ComposerError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    try:
-        import tomli as tomllib
-    except ModuleNotFoundError:
-        tomllib = None
-
 
 OBJECTIVES = ("cd", "dsm", "discriminative")
 
@@ -343,19 +333,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path | None = None, re
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read a TOML recipe; relative paths in it are relative to the file's directory."""
+    from composer.tomlfile import read_toml
+
     path = Path(path)
-    if tomllib is None:  # pragma: no cover
-        raise ConfigError("reading TOML on Python 3.10 needs the 'tomli' package")
-    try:
-        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError(f"{path} is a folder, not a TOML recipe") from exc
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (a TOML recipe is UTF-8 text)") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    raw = read_toml(path, "TOML recipe", ConfigError)
     return config_from_dict(raw, base_dir=path.parent)
