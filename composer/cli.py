@@ -45,24 +45,34 @@ class ComposerGroup(click.Group):
 @click.group(cls=ComposerGroup, epilog=EXAMPLES)
 @click.version_option(package_name="ebm-composer", prog_name="composer")
 @click.option("--threads", type=click.IntRange(min=0), envvar="COMPOSER_THREADS", show_envvar=True, default=None,
-              help="CPU threads of torch's operators (default: 1, or OMP_NUM_THREADS when set; 0: torch's "
-                   "default, one per core). One thread is never much slower for these small networks and is "
-                   "several times faster on a busy machine (benchmarks/README.md, Threads).")
+              help="CPU threads of torch's operators (default: one per core that other processes leave idle; "
+                   "OMP_NUM_THREADS when set; 0: torch's default, one per core). Two threads beside a busy "
+                   "process are several times slower than one (benchmarks/README.md, Threads).")
 def cli(threads: int | None) -> None:
     """Compose energy-based experts from plugins and sample the composition."""
     _set_threads(threads)
 
 
+COMPUTING_COMMANDS = frozenset({"sample", "generate", "train", "eval", "inpaint", "score", "ood", "infer", "dataset"})
+"""Subcommands whose work is torch's operators: the default thread count is measured for these."""
+
+
 def _set_threads(threads: int | None) -> None:
-    """``torch.set_num_threads``: ``threads`` if given (0: leave torch's default), else 1 unless the user set
-    ``OMP_NUM_THREADS``."""
+    """``torch.set_num_threads``: ``threads`` if given (0: leave torch's default), else one per idle core
+    (``composer.threads.idle_now``) for computing commands, unless the user set ``OMP_NUM_THREADS``."""
     if threads is None and os.environ.get("OMP_NUM_THREADS"):
         return  # torch already follows it
     if threads == 0:
         return
     import torch
 
-    torch.set_num_threads(threads or 1)
+    if not threads:
+        if click.get_current_context().invoked_subcommand not in COMPUTING_COMMANDS:
+            return  # listing, showing: nothing heavy to run, no probe to pay for
+        from composer.threads import idle_now
+
+        threads = idle_now()  # 0.1 s: how many cores other processes leave idle now
+    torch.set_num_threads(threads)
 
 
 cli.add_command(generate_command)
