@@ -62,13 +62,7 @@ image_every = 400                # negatives-00000400.png, ..., negatives.png
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks train fastest on one thread; two threads on a busy 2-core machine crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def mode_quality(x: torch.Tensor, std: float = 0.1) -> tuple[float, torch.Tensor]:

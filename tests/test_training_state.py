@@ -20,13 +20,7 @@ from composer.training import checkpoint as ckpt
 from composer.training.data import Batches, prepare_data
 from composer.training.trainer import Trainer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(output: Path, **over) -> dict:

@@ -57,12 +57,7 @@ progress = false
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def recipe(folder: Path, extra: str = "", hidden: str = "[16, 16]", name: str = "r.toml") -> str:

@@ -204,3 +204,14 @@ class PopulationKernel:
 
     def __repr__(self) -> str:
         return self.name
+
+    def checked_options(self, target: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``options`` (``kernel_options``), after refusing a mask and options it does not take."""
+        if target.mask is not None:
+            raise CompositionError(f"sampler '{self.name}' draws its particles from a reference: it takes no "
+                                   "mask= (use langevin or mala for inpainting)")
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise CompositionError(f"sampler '{self.name}' has no option {', '.join(unknown)}; its options: "
+                                   + "; ".join(f"{k}: {v}" for k, v in self.options.items()))
+        return dict(options)

@@ -65,14 +65,7 @@ class ParallelTempering(PopulationKernel):
     def run(self, target: Any, x0: Tensor, plan: Any, generator: torch.Generator, options: dict[str, Any],
             *, domain: Any, event_shape: tuple[int, ...], progress: bool = False) -> dict[str, Any]:
         """Run ``plan.total`` steps of ``n = x0.shape[0]`` chains, each with its replicas."""
-        if target.mask is not None:
-            raise CompositionError("sampler 'pt' draws its particles from a reference: it takes no mask= "
-                                   "(use langevin or mala for inpainting)")
-        opts = dict(options)
-        unknown = sorted(set(opts) - set(OPTIONS))
-        if unknown:
-            raise CompositionError(f"sampler 'pt' has no option {', '.join(unknown)}; its options: "
-                                   + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items()))
+        opts = self.checked_options(target, options)
         if plan.sigmas is not None:
             raise CompositionError("sampler 'pt' tempers the energy itself: it takes no noise ladder (sigmas)")
         betas = opts.pop("betas", None)

@@ -134,14 +134,7 @@ class SMC(PopulationKernel):
             ``resampled``, ``acceptance``, ``step_size``, ``log_z``; then ``final_acceptance``),
             ``log_z``, ``log_z_se``, ``steps``, ``step_size``.
         """
-        if target.mask is not None:
-            raise CompositionError("sampler 'smc' draws its particles from a reference: it takes no mask= "
-                                   "(use langevin or mala for inpainting)")
-        opts = dict(options)
-        unknown = sorted(set(opts) - set(OPTIONS))
-        if unknown:
-            raise CompositionError(f"sampler 'smc' has no option {', '.join(unknown)}; its options: "
-                                   + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items()))
+        opts = self.checked_options(target, options)
         n = x0.shape[0]
         k = islands_for(n, opts.pop("islands", None))
         m = n // k
