@@ -90,21 +90,25 @@ def save_grid_png(x, path: str, nrow: int, scale: int = 4) -> None:
 Examples:
   composer score fashion.prior test.npz --score levels --out scores.npz
   composer score "fashion.class=bag" images.npz --score energy --sigma 0.05 --json
+  composer score fashion.prior test.npz --score typicality --sigma 0.05 --reference train.npz
 """)
 @click.argument("expr")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--score", "kind", default="energy", show_default=True,
-              help="energy, grad-norm or levels (noise-conditional: sum over levels; see composer.scores).")
+              help="energy, grad-norm, levels (noise-conditional: sum over levels) or typicality (distance "
+                   "from the --reference inputs' energies, either side); see composer.scores.")
 @click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Noise level for noise-conditional energies (energy, grad-norm).")
 @click.option("--levels", default=None, help="Comma-separated noise levels of --score levels.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N inputs.")
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="In-distribution inputs (.npz with x, or .npy) for --score typicality.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Write the scores: .npz (array score) or .json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @click.option("--defs", type=click.Path(dir_okay=False), default=None, help="TOML file of named sub-compositions.")
 def score(expr: str, file: str, kind: str, sigma: float | None, levels: str | None, limit: int | None,
-          out: str | None, as_json: bool, defs: str | None) -> None:
+          reference: str | None, out: str | None, as_json: bool, defs: str | None) -> None:
     """Score each input of FILE (.npz with x, or .npy) under EXPR: high scores are unlikely inputs."""
     import torch
 
@@ -121,7 +125,8 @@ def score(expr: str, file: str, kind: str, sigma: float | None, levels: str | No
     x = torch.as_tensor(_load_array(file))
     if limit:
         x = x[:limit]
-    s = compute(energy, x, kind, sigma=sigma, sigmas=sigmas, progress=not as_json)
+    ref = torch.as_tensor(_load_array(reference)) if reference else None
+    s = compute(energy, x, kind, sigma=sigma, sigmas=sigmas, progress=not as_json, reference=ref)
     values = s.double().tolist()
     if out_path is not None:
         if out_path.suffix == ".npz":

@@ -10,6 +10,11 @@ A score is high for inputs the energy finds unlikely. Kinds (``SCORES``):
   (``sigmas``): for a denoising energy ``|| x - D(x, sigma) ||^2 / 2 sigma^2`` it is the sum over scales
   of how far the denoiser moves ``x``, ``1/2 sum_i || x - D(x, sigma_i) ||^2``: fine levels see pixel
   statistics (noise), coarse ones global shape (constant images, flips).
+- ``typicality``: how far ``E(x, sigma)`` lies from the energies of in-distribution ``reference`` inputs,
+  on either side: ``|E(x) - median| / (1.4826 MAD)`` of the reference's energies (a robust z-score). An
+  energy can fail as a likelihood in the other direction too: inputs simpler than the data (an empty canvas,
+  a flat image) often get a *lower* energy than any real input (Nalisnick et al. 2019); a two-sided test
+  of typicality flags them as well as the unlikely ones.
 
 ``auroc(in_scores, out_scores)`` is the probability that an out-of-distribution input scores higher than
 an in-distribution one (ties count one half), the Mann-Whitney statistic::
@@ -21,7 +26,9 @@ an in-distribution one (ties count one half), the Mann-Whitney statistic::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,36 +36,41 @@ from torch import Tensor
 from composer.energy import Energy, call_energy
 from composer.errors import ComposerError
 
-SCORES = ("energy", "grad-norm", "levels")
+SCORES = ("energy", "grad-norm", "levels", "typicality")
 DEFAULT_LEVELS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 """The ladder of ``levels`` when none is given (images in ``[0, 1]``)."""
 
 
 def score(energy: Energy, x: Tensor, kind: str = "energy", sigma: float | None = None,
-          sigmas: Sequence[float] | None = None, batch: int = 500, progress: bool = False) -> Tensor:
+          sigmas: Sequence[float] | None = None, batch: int = 500, progress: bool = False,
+          reference: Tensor | None = None) -> Tensor:
     """Scores ``(N,)`` of inputs ``x: (N, *event_shape)`` (higher: less likely under ``energy``).
 
     Args:
         energy: any ``Energy`` (a composition too).
         x: the inputs, float (``uint8`` images are mapped to ``[0, 1]``).
         kind: one of ``SCORES``.
-        sigma: noise level passed to noise-conditional energies (``energy``, ``grad-norm``).
+        sigma: noise level passed to noise-conditional energies (``energy``, ``grad-norm``, ``typicality``).
         sigmas: the levels of ``levels`` (default ``DEFAULT_LEVELS``).
         batch: inputs per evaluation.
         progress: show a tqdm bar.
+        reference: in-distribution inputs ``(M, *event_shape)``, ``M >= 10``, for ``typicality`` (held out
+            from the inputs scored).
 
     Raises:
-        ComposerError: unknown kind, ``levels`` of an energy that is not noise-conditional, bad shapes.
+        ComposerError: unknown kind, ``levels`` of an energy that is not noise-conditional, ``typicality``
+            without a reference (or one whose energies do not vary), bad shapes.
     """
     if kind not in SCORES:
         raise ComposerError(f"unknown score '{kind}'; scores: {', '.join(SCORES)}")
     if kind == "levels" and not energy.noise_conditional:
         raise ComposerError(f"score 'levels' needs a noise-conditional energy; {energy.formula()} is not")
-    x = torch.as_tensor(x)
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    shape = energy.event_shape
-    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise ComposerError(f"inputs of shape {tuple(x.shape[1:])} do not match the energy's {tuple(shape)}")
+    if kind == "typicality":
+        if reference is None:
+            raise ComposerError("score 'typicality' needs reference inputs from the data (--reference FILE)")
+        centre, spread = typicality_reference(energy, reference, sigma, batch)
+        return ((score(energy, x, "energy", sigma=sigma, batch=batch, progress=progress) - centre) / spread).abs()
+    x = _as_inputs(energy, x)
     levels = [float(s) for s in (sigmas or DEFAULT_LEVELS)]
     out = []
     from tqdm import tqdm
@@ -76,6 +88,78 @@ def score(energy: Energy, x: Tensor, kind: str = "energy", sigma: float | None =
             with torch.no_grad():
                 out.append(sum(s * s * call_energy(energy, xb, s) for s in levels).detach())
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def typicality_reference(energy: Energy, reference: Tensor, sigma: float | None = None,
+                         batch: int = 500) -> tuple[Tensor, Tensor]:
+    """``(median, 1.4826 MAD)`` of the energies of ``reference: (M, *event_shape)``, as 0-d tensors.
+
+    Raises:
+        ComposerError: fewer than 10 reference inputs, or energies that do not vary.
+    """
+    if len(reference) < 10:
+        raise ComposerError(f"score 'typicality' needs at least 10 reference inputs, got {len(reference)}")
+    ref = score(energy, reference, "energy", sigma=sigma, batch=batch)
+    centre = ref.median()
+    spread = 1.4826 * (ref - centre).abs().median()
+    if not (torch.isfinite(spread) and spread > 0):
+        raise ComposerError("score 'typicality': the reference inputs' energies do not vary (spread 0)")
+    return centre, spread
+
+
+def _as_inputs(energy: Energy, x: Tensor) -> Tensor:
+    """``x`` as float (``uint8`` images mapped to ``[0, 1]``), checked against the energy's event shape."""
+    x = torch.as_tensor(x)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    shape = energy.event_shape
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ComposerError(f"inputs of shape {tuple(x.shape[1:])} do not match the energy's {tuple(shape)}")
+    return x
+
+
+def auroc_table(energy: Energy, x_in: Tensor, sets: dict[str, Tensor], specs: dict[str, dict[str, Any]],
+                reference: Tensor | None = None, echo: Callable[[str], None] | None = None
+                ) -> dict[str, dict[str, float]]:
+    """AUROC of in-distribution ``x_in`` against each OOD set, for each score: ``{score: {set: auroc}}``.
+
+    Args:
+        energy: the energy scored.
+        x_in: in-distribution inputs ``(N, *event_shape)``.
+        sets: name -> out-of-distribution inputs ``(M, *event_shape)``.
+        specs: score name -> ``score`` keyword arguments (``kind``, ``sigma``, ``sigmas``).
+        reference: in-distribution inputs other than ``x_in``, passed to the ``typicality`` scores.
+        echo: called with one line per score as it finishes.
+    """
+    table: dict[str, dict[str, float]] = {}
+    for name, spec in specs.items():
+        t0 = time.time()
+        spec = dict(spec)
+        if spec.get("kind") == "typicality":  # the reference's energies once, not once per set
+            if reference is None:
+                raise ComposerError(f"score '{name}' (typicality) needs reference inputs")
+            centre, spread = typicality_reference(energy, reference, spec.get("sigma"))
+            spec["kind"] = "energy"
+
+            def scored(x: Tensor, spec: dict[str, Any] = spec, c: Tensor = centre, d: Tensor = spread) -> Tensor:
+                return ((score(energy, x, **spec) - c) / d).abs()
+        else:
+            def scored(x: Tensor, spec: dict[str, Any] = spec) -> Tensor:
+                return score(energy, x, **spec)
+        s_in = scored(x_in)
+        table[name] = {k: round(auroc(s_in, scored(v)), 4) for k, v in sets.items()}
+        if echo:
+            echo(f"{name:16s} " + "  ".join(f"{k} {v:.3f}" for k, v in table[name].items())
+                 + f"  ({time.time() - t0:.0f} s)")
+    return table
+
+
+def markdown_table(table: dict[str, dict[str, float]]) -> str:
+    """An ``auroc_table`` as Markdown (one row per score, one column per OOD set)."""
+    sets = list(next(iter(table.values()), {}))
+    lines = ["| score | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
+    for name, row in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[s]:.3f}" for s in sets) + " |")
+    return "\n".join(lines)
 
 
 def auroc(in_scores: Tensor, out_scores: Tensor) -> float:

@@ -1,6 +1,7 @@
-"""``composer ood``: out-of-distribution detection on Fashion-MNIST (the protocol of Du & Mordatch 2019).
+"""``composer ood fashion``: out-of-distribution detection on Fashion-MNIST (the protocol of Du & Mordatch 2019).
 
-In-distribution: ``n`` Fashion-MNIST test images. Out-of-distribution sets (``n`` each, seed fixed):
+In-distribution: ``n`` Fashion-MNIST test images (the ``typicality`` scores compare with 2,000 train images).
+Out-of-distribution sets (``n`` each, seed fixed):
 
 - ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, the optional extra
   ``composer-fashion[digits]``), upscaled bilinearly to 20x20 and centred on a 28x28 black canvas, the
@@ -11,7 +12,8 @@ In-distribution: ``n`` Fashion-MNIST test images. Out-of-distribution sets (``n`
 - ``flipped``: test images (other than the in-distribution ones) flipped upside down.
 
 Every score (``composer.scores``) of the expert ``EXPR`` is computed on every set and the AUROC of in versus
-out is reported (0.5: chance; 1: every OOD input scores higher). The default ``EXPR`` is ``ALL_CLASSES``, the
+out is reported (0.5: chance; 1: every OOD input scores higher; ``composer.scores.auroc_table``). The default
+``EXPR`` is ``ALL_CLASSES``, the
 mixture of the ten values of ``fashion.class``: ``E = E_prior - log sum_c p(c | x)^g``, the prior's energy plus
 ``g`` times how unsure the class posterior is (with ``g = 10`` the sum is its largest term); see the README.
 """
@@ -19,7 +21,6 @@ mixture of the ten values of ``fashion.class``: ``E = E_prior - log sum_c p(c | 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +41,13 @@ SCORE_SPECS: dict[str, dict[str, Any]] = {
     "energy@4": {"kind": "energy", "sigma": 4.0},
     "grad-norm@0.1": {"kind": "grad-norm", "sigma": 0.1},
     "levels 1,2,4": {"kind": "levels", "sigmas": [1.0, 2.0, 4.0]},
+    "typicality@0.1": {"kind": "typicality", "sigma": 0.1},
+    "typicality@1": {"kind": "typicality", "sigma": 1.0},
 }
-"""The scores ``composer ood`` reports: name -> ``composer.scores.score`` arguments."""
+"""The scores ``composer ood fashion`` reports: name -> ``composer.scores.score`` arguments."""
 
 ALL_CLASSES = " | ".join(f"fashion.class={c}" for c in CLASSES)
-"""The default expression of ``composer ood``: the mixture of every class value."""
+"""The default expression of ``composer ood fashion``: the mixture of every class value."""
 
 
 def digits_28(n: int, seed: int = 0) -> Tensor | None:
@@ -58,6 +61,17 @@ def digits_28(n: int, seed: int = 0) -> Tensor | None:
     out = torch.nn.functional.pad(up, (4, 4, 4, 4))
     idx = torch.randperm(out.shape[0], generator=torch.Generator().manual_seed(seed))
     return out[idx[:n]] if n <= out.shape[0] else out[idx].repeat((n + out.shape[0] - 1) // out.shape[0], 1, 1, 1)[:n]
+
+
+REFERENCE = 2000
+"""Train images the ``typicality`` scores take as in-distribution reference."""
+
+
+def reference_images(n: int = REFERENCE, seed: int = 0) -> Tensor:
+    """``n`` random train images ``(n, 1, 28, 28)`` in ``[0, 1]`` (the ``typicality`` reference)."""
+    train = load("train")["x"]
+    idx = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(seed + 1))[:n]
+    return torch.from_numpy(as_float(train[idx.numpy()]))
 
 
 def ood_sets(n: int = 1000, seed: int = 0) -> tuple[Tensor, dict[str, Tensor], list[str]]:
@@ -85,25 +99,27 @@ def ood_sets(n: int = 1000, seed: int = 0) -> tuple[Tensor, dict[str, Tensor], l
 def run_protocol(energy: Any, n: int = 1000, seed: int = 0, scores: dict[str, dict[str, Any]] | None = None,
                  echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """AUROC per OOD set per score: ``{"auroc": {score: {set: value}}, "n": n, "notes": [...]}``."""
-    from composer.scores import auroc, score
+    from composer.scores import auroc_table
 
     x_in, sets, notes = ood_sets(n, seed)
-    table: dict[str, dict[str, float]] = {}
-    for name, spec in (scores or SCORE_SPECS).items():
-        t0 = time.time()
-        s_in = score(energy, x_in, **spec)
-        table[name] = {k: round(auroc(s_in, score(energy, v, **spec)), 4) for k, v in sets.items()}
-        if echo:
-            echo(f"{name:16s} " + "  ".join(f"{k} {v:.3f}" for k, v in table[name].items())
-                 + f"  ({time.time() - t0:.0f} s)")
-    return {"auroc": table, "n": n, "seed": seed, "sets": list(sets), "notes": notes}
+    specs = scores or SCORE_SPECS
+    needs_reference = any(spec.get("kind") == "typicality" for spec in specs.values())
+    reference = reference_images(REFERENCE, seed) if needs_reference else None
+    table = auroc_table(energy, x_in, sets, specs, reference=reference, echo=echo)
+    return {"auroc": table, "n": n, "seed": seed, "sets": list(sets), "notes": notes,
+            "reference": f"{REFERENCE} train images" if needs_reference else None}
 
 
-@click.command("ood", epilog="""
+@click.group("ood")
+def ood_group() -> None:
+    """Out-of-distribution detection protocols of plugins' experts (AUROC per score and OOD set)."""
+
+
+@ood_group.command("fashion", epilog="""
 \b
 Examples:
-  composer ood -n 200 --json ood.json
-  composer ood "fashion.class=bag" -n 500
+  composer ood fashion -n 200 --json ood.json
+  composer ood fashion "fashion.class=bag" -n 500
 """)
 @click.argument("expr", default=None, required=False)
 @click.option("-n", "--num", "n", type=click.IntRange(min=10), default=1000, show_default=True,
@@ -113,9 +129,13 @@ Examples:
 def ood_command(expr: str, n: int, seed: int, json_out: str | None) -> None:
     """AUROC of Fashion-MNIST test (in) against digits, noise, constant, interpolated and flipped images."""
     from composer.atomic import atomic_write_text
+    from composer.cli import check_output
     from composer.language import parse
     from composer.plugins import get_registry
+    from composer.scores import markdown_table
 
+    if json_out:
+        check_output(json_out, (".json",))
     expr = expr or ALL_CLASSES
     energy = parse(expr, registry=get_registry())
     result = run_protocol(energy, n, seed, echo=lambda s: click.echo(s, err=True))
@@ -124,13 +144,4 @@ def ood_command(expr: str, n: int, seed: int, json_out: str | None) -> None:
         click.echo(f"note: {note}", err=True)
     if json_out:
         atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")
-    click.echo(markdown(result))
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The AUROC table as Markdown (one row per score, one column per OOD set)."""
-    sets = result["sets"]
-    lines = ["| score | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
-    for name, row in result["auroc"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[s]:.3f}" for s in sets) + " |")
-    return "\n".join(lines)
+    click.echo(markdown_table(result["auroc"]))

@@ -55,12 +55,12 @@ def register_concepts(register: Callable[..., None]) -> None:
 
 @composer.hookimpl
 def register_commands(cli: Any) -> None:
-    """Add ``composer eval fashion`` and ``composer ood``."""
+    """Add ``composer eval fashion`` and ``composer ood fashion`` (joining the groups another plugin made)."""
     from composer_fashion.evaluate import eval_group
-    from composer_fashion.ood import ood_command
+    from composer_fashion.ood import ood_group
 
-    if "eval" in getattr(cli, "commands", {}):
-        cli.commands["eval"].add_command(eval_group.commands["fashion"])
-    else:
-        cli.add_command(eval_group)
-    cli.add_command(ood_command)
+    for group in (eval_group, ood_group):
+        if group.name in getattr(cli, "commands", {}):
+            cli.commands[group.name].add_command(group.commands["fashion"])
+        else:
+            cli.add_command(group)

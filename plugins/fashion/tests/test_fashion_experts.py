@@ -99,6 +99,8 @@ def test_ood_protocol_runs(weights, tmp_path):
     assert x_in.shape == (10, 1, 28, 28) and all(v.shape == (10, 1, 28, 28) for v in sets.values())
     assert sets["constant"].flatten(1).std(1).max() == 0 and 0 <= float(sets["noise"].min())
     torch.testing.assert_close(sets["flipped"].flip(-2).flip(-2), sets["flipped"])
-    result = run_protocol(composer.parse("fashion.prior"), n=10, scores={"levels": {"kind": "levels"}})
-    assert set(result["auroc"]["levels"]) == set(result["sets"])
-    assert all(0.0 <= v <= 1.0 for v in result["auroc"]["levels"].values())
+    result = run_protocol(composer.parse("fashion.prior"), n=10, scores={
+        "levels": {"kind": "levels"}, "typ": {"kind": "typicality", "sigma": 0.1}})
+    for name in ("levels", "typ"):
+        assert set(result["auroc"][name]) == set(result["sets"])
+        assert all(0.0 <= v <= 1.0 for v in result["auroc"][name].values())

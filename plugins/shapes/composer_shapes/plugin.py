@@ -92,10 +92,12 @@ def register_networks(register: Callable[..., None]) -> None:
 
 @composer.hookimpl
 def register_commands(cli: Any) -> None:
-    """Add ``composer eval shapes``."""
+    """Add ``composer eval shapes`` and ``composer ood shapes`` (joining the groups another plugin made)."""
     from composer_shapes.evaluate import eval_group
+    from composer_shapes.ood import ood_group
 
-    if "eval" in getattr(cli, "commands", {}):
-        cli.commands["eval"].add_command(eval_group.commands["shapes"])
-    else:
-        cli.add_command(eval_group)
+    for group in (eval_group, ood_group):
+        if group.name in getattr(cli, "commands", {}):
+            cli.commands[group.name].add_command(group.commands["shapes"])
+        else:
+            cli.add_command(group)
