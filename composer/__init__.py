@@ -23,6 +23,7 @@ from composer.hookspecs import hookimpl
 from composer.language import parse, parse_ast
 from composer.plugins import get_registry
 from composer.sampling import ReplayBuffer, SampleResult, sample
+from composer.sampling.strata import Strata
 from composer.training import concept_from_checkpoint, expert_from_checkpoint, family_from_checkpoint, train
 
 __version__ = "0.1.0"
@@ -61,6 +62,7 @@ __all__ = [
     "parse_ast",
     "read_definitions",
     "sample",
+    "Strata",
     "train",
     "mixture",
     "product",

@@ -193,6 +193,13 @@ def recipe_lines(energy: Any) -> str:
                    "scale and adapts"}
     if opts["sampler"] in notes:
         lines.append(f"  ({opts['sampler']}: {notes[opts['sampler']]})")
+    from composer.sampling.strata import strata_of
+
+    strata = strata_of(energy) if hasattr(energy, "children_energies") else None
+    if strata is not None:
+        shares = ", ".join(f"{v} {w:.0%}" for v, w in strata.shares().items())
+        lines.append(f"  strata         {strata.family} is free: the chains are shared out as {shares}, each "
+                     f"sampling the composition & {strata.family}=VALUE (--no-stratify: one run)")
     return "\n".join(lines)
 
 
@@ -248,10 +255,13 @@ Examples:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--allow-unbounded", is_flag=True,
               help="Sample a composition whose energy falls without bound (a warning instead of an error).")
+@click.option("--no-stratify", "no_stratify", is_flag=True,
+              help="One run even where the prior declares a mixture over a family the composition leaves free "
+                   "(default: each value gets its share of the chains; `composer show` says when).")
 @defs_option
 def sample(expr: str, n: int, steps: int | None, sampler: str, step_size: float | None, noise: str | None,
            temperature: float | None, calibrate: bool, seed: int, device: str, out: str, trace_png: str | None,
-           quiet: bool, allow_unbounded: bool, defs: str | None) -> None:
+           quiet: bool, allow_unbounded: bool, no_stratify: bool, defs: str | None) -> None:
     """Draw N samples of the composition EXPR with the shared sampler and write them to --out."""
     import warnings
 
@@ -274,7 +284,7 @@ def sample(expr: str, n: int, steps: int | None, sampler: str, step_size: float 
         try:
             result = draw(energy, n=n, steps=steps, sampler=sampler, step_size=step_size, noise=noise_value,
                           temperature=temperature, seed=seed, device=dev, progress=not quiet, registry=_registry(),
-                          allow_unbounded=allow_unbounded)
+                          allow_unbounded=allow_unbounded, stratify=not no_stratify)
         finally:
             for w in caught:
                 if issubclass(w.category, UserWarning):

@@ -41,6 +41,7 @@ from composer.sampling.resolve import (
 )
 from composer.sampling.runner import Runner
 from composer.sampling.schedules import Schedule
+from composer.sampling.strata import Strata, allocate, merge, strata_of, stratum_energy, stratum_seed
 from composer.sampling.target import Target
 from composer.sampling.trace import TraceRecorder
 
@@ -140,6 +141,7 @@ def sample(
     recipe: bool | dict[str, Any] = True,
     allow_unbounded: bool = False,
     guard: bool = True,
+    stratify: bool = True,
 ) -> SampleResult:
     """Sample ``n`` chains of ``p(x) ∝ exp(-E(x) / T)`` for ``steps`` steps.
 
@@ -213,6 +215,10 @@ def sample(
             ``UnboundedEnergyError``, see ``composer.sampling.guard.check_bounded``).
         guard: fail runs that went wrong while finite (collapsed acceptance, exploding energy, a
             constant energy; ``composer.sampling.guard.check_run``). Non-finite values always fail.
+        stratify: when the composition's prior declares itself a mixture over a concept family that the
+            composition leaves free (``composer.sampling.strata``), give each value its share of the fresh
+            chains (``composition & family=value``) instead of leaving the shares to the dynamics. Only
+            with fresh chains (no init tensor or replay buffer, no mask) and a seed rather than a generator.
 
     Returns:
         A ``SampleResult`` with ``x``, ``energy``, ``trace`` and ``steps_run``.
@@ -223,11 +229,16 @@ def sample(
         SamplingDivergedError: non-finite energies, gradients or samples, naming the step, the
             chains and the first expert with a non-finite value; or a run gone wrong while finite.
     """
+    call = dict(locals())  # the arguments, for the strata's own runs
     if not isinstance(energy, Energy):
         if not callable(energy):
             raise CompositionError(f"sample() needs an Energy or a callable, got {type(energy).__name__}")
         energy = as_energy(energy)
     energy.validate()
+    if stratify and generator is None and mask is None and not isinstance(init, (Tensor, ReplayBuffer)):
+        strata = strata_of(energy)
+        if strata is not None:
+            return _stratified(energy, strata, call)
     opts = resolve_options(energy, recipe, {
         "steps": steps, "sampler": sampler, "init": init, "step_size": step_size, "noise": noise,
         "temperature": temperature, "clip_grad": clip_grad, "clip_grad_norm": clip_grad_norm, "clamp": clamp,
@@ -414,3 +425,22 @@ def population_result(kernel: Any, target: Target, x0: Tensor, plan: Any, genera
     return SampleResult(x=x.detach(), energy=out["energy"].detach(), trace=out["trace"], steps_run=steps,
                         step_size=float(out["step_size"]), warmup=warmup, sampler=name, seed=seed,
                         log_z=out.get("log_z"), log_z_se=out.get("log_z_se"))
+
+
+def _stratified(energy: Energy, strata: Strata, call: dict[str, Any]) -> SampleResult:
+    """``sample`` of each stratum of ``energy`` (``composer.sampling.strata``), merged into one result."""
+    n = 1000 if call["n"] is None else int(call["n"])
+    if n < 1:
+        raise CompositionError(f"n must be >= 1, got {n}")
+    seed = int(torch.randint(0, 2**62, (1,)).item()) if call["seed"] is None else int(call["seed"])
+    shares = strata.shares()
+    counts = allocate(n, list(shares.values()))
+    results, kept = [], []
+    for index, (value, count) in enumerate(zip(shares, counts)):
+        if count == 0:
+            continue
+        options = dict(call, energy=stratum_energy(energy, strata, value), n=count,
+                       seed=stratum_seed(seed, index), stratify=False)
+        results.append(sample(**options))
+        kept.append(count)
+    return merge(results, kept, seed)

@@ -75,8 +75,8 @@ def _read(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load(split: str = "train", n: int | None = None, root: str | None = None, labels: bool = True
-         ) -> dict[str, Any]:
+def load(split: str = "train", n: int | None = None, root: str | None = None, labels: bool = True,
+         mutate: float = 0.0, seed: int = 0) -> dict[str, Any]:
     """Fashion-MNIST ``split`` (``train``: 60,000 images, ``test``: 10,000), the loader of dataset ``fashion``.
 
     Args:
@@ -84,6 +84,9 @@ def load(split: str = "train", n: int | None = None, root: str | None = None, la
         n: keep the first ``n`` images (``None``: all).
         root: folder of the IDX files (default: ``$COMPOSER_FASHION_DIR``, else the Debian location).
         labels: include ``y`` and ``values`` (``False``: images only, what an unconditional expert trains on).
+        mutate: replace each pixel, with this probability, by a uniform random value (the perturbed inputs a
+            *background* model trains on, Ren et al. 2019: it learns the pixel statistics but not the garments).
+        seed: seed of ``mutate``'s perturbation (the same seed gives the same images).
 
     Returns:
         ``x``: uint8 ``(N, 1, 28, 28)``; ``y``: int64 ``(N,)`` and ``values``: the class names (``CLASSES``)
@@ -97,14 +100,20 @@ def load(split: str = "train", n: int | None = None, root: str | None = None, la
         raise FashionDataError(f"unknown split '{split}' of dataset 'fashion'; splits: {', '.join(SPLITS)}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0):
         raise FashionDataError(f"n must be a non-negative integer or None, got {n!r}")
+    if isinstance(mutate, bool) or not isinstance(mutate, (int, float)) or not 0.0 <= mutate <= 1.0:
+        raise FashionDataError(f"mutate must be a probability in [0, 1], got {mutate!r}")
     folder = data_dir(root)
     images, labels_ = _read(str(folder.resolve()), split)
     images, labels_ = images[:n], labels_[:n]
     out: dict[str, Any] = {"x": np.array(images[:, None], copy=True)}
+    if mutate > 0:
+        rng = np.random.default_rng(int(seed))
+        where = rng.random(out["x"].shape) < mutate
+        out["x"][where] = rng.integers(0, 256, int(where.sum()), dtype=np.uint8)
     if labels:
         out |= {"y": labels_.astype(np.int64), "values": np.asarray(CLASSES)}
     out["meta"] = {"dataset": "fashion", "split": split, "root": str(folder), "n": int(images.shape[0]),
-                   "classes": list(CLASSES)}
+                   "classes": list(CLASSES), "mutate": float(mutate), "seed": int(seed)}
     return out
 
 

@@ -106,3 +106,19 @@ def test_real_files():
     assert d["x"].shape == (10000, 1, 28, 28)
     assert np.bincount(d["y"]).tolist() == [1000] * 10  # the test split is balanced
     assert data.load("train", root=str(data.DEFAULT_DIR))["x"].shape == (60000, 1, 28, 28)
+
+
+def test_mutate_replaces_the_asked_share_of_pixels_deterministically(fake_dir):
+    clean = data.load("train", labels=False)["x"]
+    a = data.load("train", labels=False, mutate=0.2, seed=3)
+    b = data.load("train", labels=False, mutate=0.2, seed=3)
+    assert a["x"].dtype == np.uint8 and a["x"].shape == clean.shape
+    np.testing.assert_array_equal(a["x"], b["x"])
+    changed = float((a["x"] != clean).mean())
+    # a replaced pixel keeps its value with probability 1/256 (or the chance of equalling it): about 0.2 changed
+    assert 0.15 < changed < 0.21, changed
+    assert not np.array_equal(data.load("train", labels=False, mutate=0.2, seed=4)["x"], a["x"])
+    assert a["meta"]["mutate"] == 0.2 and a["meta"]["seed"] == 3
+    for bad in (-0.1, 1.5, True, "0.2"):
+        with pytest.raises(data.FashionDataError, match="mutate"):
+            data.load("train", mutate=bad)

@@ -44,7 +44,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from composer import ComposerError, ConditionalEnergy, Energy, FunctionEnergy
+from composer import ComposerError, ConditionalEnergy, Energy, FunctionEnergy, Strata
 from composer_shapes.nets import build
 from composer_shapes.posteriors import BayesPosterior, Posterior, ValueMixture
 from composer_shapes.recipe import DEFAULT, Recipe, recipe_for_family
@@ -170,6 +170,10 @@ def prior() -> Energy:
     energy = FunctionEnergy(net, IMAGE_SHAPE, (0.0, 1.0), "shapes.prior", noise_conditional=True)
     energy.display_name = "shapes.prior"
     _decorate(energy, DEFAULT)
+    # The colour part is the mixture (1/K) sum_c p(chroma | luma, c) (``ValueMixture``): declared, so that
+    # a composition that leaves colour free gets each colour's share of the chains (composer.sampling.strata)
+    energy.strata = Strata("shapes.color", dict.fromkeys(ATTRIBUTES["color"], 1.0),
+                           lambda value: make_value("shapes.color", value))
     return energy
 
 

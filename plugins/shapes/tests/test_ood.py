@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from composer import cli
 from composer_shapes import offworld
 from composer_shapes.ood import offworld_sets
+
+from composer import cli
 
 
 def test_offworld_sets_one_per_break_and_deterministic():

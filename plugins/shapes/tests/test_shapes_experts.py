@@ -256,3 +256,29 @@ def test_chroma_energies_never_move_luma(make, cond):
     (g,) = torch.autograd.grad(e.sum(), x)
     assert g.abs().max() > 0
     torch.testing.assert_close(g.sum(dim=1), torch.zeros(3, 32, 32), rtol=0, atol=1e-5 * g.abs().max().item())
+
+
+def test_prior_declares_its_colour_mixture_and_free_colour_is_dealt_evenly(images):
+    """The prior's colour part is the 1/K mixture of the colour values (above) and the layout experts cannot
+    see colour, so p(colour | layout terms) = 1/4 exactly: ``composer.sample`` deals the chains out evenly."""
+    from composer.sampling.strata import strata_of, stratum_energy
+
+    strata = prior().strata
+    assert strata.family == "shapes.color" and strata.shares() == dict.fromkeys(ATTRIBUTES["color"], 0.25)
+    circle = make_value("shapes.shape", "circle")
+    assert strata_of(circle) is strata and strata_of(prior()) is strata
+    assert strata_of(composer.product(circle, make_value("shapes.color", "red"))) is None
+    assert strata_of(composer.product(circle, composer.Negation(make_value("shapes.color", "red")))) is None
+    sigma = torch.full((images.shape[0],), 0.2)
+    with torch.no_grad():  # circle & red counts the prior once: layout + E(x | red) + log 4 - log p(circle | x)
+        both = stratum_energy(circle, strata, "red")(images, sigma=sigma)
+        want = make_value("shapes.color", "red")(images, sigma=sigma) + circle.likelihood(images, sigma)
+        torch.testing.assert_close(both, want, rtol=1e-5, atol=1e-3)
+    r = composer.sample(circle, n=8, seed=0, sigmas=Recipe(levels=8).ladder(), steps=16)
+    x = r.x.clamp(0, 1)
+    # the colour of each sample: the world colour nearest its brightest pixels' mean
+    flat = x.flatten(2)
+    bright = flat.gather(2, flat.sum(1, keepdim=True).topk(20, dim=2).indices.expand(-1, 3, -1)).mean(2)
+    rgb = torch.as_tensor(COLOR_RGB)
+    nearest = (bright[:, None, :] / bright.amax(1, keepdim=True)[:, None, :] - rgb[None]).norm(dim=2).argmin(1)
+    assert sorted(nearest.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
