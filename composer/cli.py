@@ -195,8 +195,7 @@ def recipe_lines(energy: Any) -> str:
         lines.append(f"  ({opts['sampler']}: {notes[opts['sampler']]})")
     from composer.sampling.strata import strata_of
 
-    strata = strata_of(energy) if hasattr(energy, "children_energies") else None
-    if strata is not None:
+    for strata in strata_of(energy) if hasattr(energy, "children_energies") else ():
         shares = ", ".join(f"{v} {w:.0%}" for v, w in strata.shares().items())
         lines.append(f"  strata         {strata.family} is free: the chains are shared out as {shares}, each "
                      f"sampling the composition & {strata.family}=VALUE (--no-stratify: one run)")

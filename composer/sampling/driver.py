@@ -41,7 +41,7 @@ from composer.sampling.resolve import (
 )
 from composer.sampling.runner import Runner
 from composer.sampling.schedules import Schedule
-from composer.sampling.strata import Strata, allocate, merge, strata_of, stratum_energy, stratum_seed
+from composer.sampling.strata import Strata, allocate, combinations, merge, strata_of, stratum_energy, stratum_seed
 from composer.sampling.target import Target
 from composer.sampling.trace import TraceRecorder
 
@@ -237,7 +237,7 @@ def sample(
     energy.validate()
     if stratify and generator is None and mask is None and not isinstance(init, (Tensor, ReplayBuffer)):
         strata = strata_of(energy)
-        if strata is not None:
+        if strata:
             return _stratified(energy, strata, call)
     opts = resolve_options(energy, recipe, {
         "steps": steps, "sampler": sampler, "init": init, "step_size": step_size, "noise": noise,
@@ -427,19 +427,19 @@ def population_result(kernel: Any, target: Target, x0: Tensor, plan: Any, genera
                         log_z=out.get("log_z"), log_z_se=out.get("log_z_se"))
 
 
-def _stratified(energy: Energy, strata: Strata, call: dict[str, Any]) -> SampleResult:
+def _stratified(energy: Energy, strata: tuple[Strata, ...], call: dict[str, Any]) -> SampleResult:
     """``sample`` of each stratum of ``energy`` (``composer.sampling.strata``), merged into one result."""
     n = 1000 if call["n"] is None else int(call["n"])
     if n < 1:
         raise CompositionError(f"n must be >= 1, got {n}")
     seed = int(torch.randint(0, 2**62, (1,)).item()) if call["seed"] is None else int(call["seed"])
-    shares = strata.shares()
-    counts = allocate(n, list(shares.values()))
+    cells = combinations(strata)
+    counts = allocate(n, [w for _, w in cells])
     results, kept = [], []
-    for index, (value, count) in enumerate(zip(shares, counts)):
+    for index, ((values, _), count) in enumerate(zip(cells, counts)):
         if count == 0:
             continue
-        options = dict(call, energy=stratum_energy(energy, strata, value), n=count,
+        options = dict(call, energy=stratum_energy(energy, strata, values), n=count,
                        seed=stratum_seed(seed, index), stratify=False)
         results.append(sample(**options))
         kept.append(count)

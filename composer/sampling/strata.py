@@ -7,10 +7,11 @@ the initialisation and the first noisy steps happened to give it; and unless eve
 normalised, the energy's own mixture weights are ``w_v Z_v``, not ``w_v``. Both are avoided by sampling
 the mixture as it is defined: draw the component, then sample it.
 
-A prior declares the mixture with the attribute ``strata`` (a ``Strata``): the family, its weights and a
-function that builds the energy of ``family=value``. ``composer.sample`` of a composition whose shared base
-(or which itself) declares strata, and which has **no term of that family** (the family is free), gives
-``round(n w_v)`` chains (largest remainder) to ``composition & family=value`` for each value, samples each
+A prior declares the mixture with the attribute ``strata`` (a ``Strata``, or a tuple of them for independent
+families: the strata are then the combinations, weighted by the products of the weights): the family, its
+weights and a function that builds the energy of ``family=value``. ``composer.sample`` of a composition
+whose shared base (or which itself) declares strata, and which has **no term of that family** (the family is
+free), gives ``round(n w_v)`` chains (largest remainder) to ``composition & family=value`` for each value, samples each
 stratum with the composition's recipe and a seed derived from the run's, and returns the chains in one
 seeded random order. This is exact for the family's marginal when the other terms of the composition do
 not see the family (the shapes world's layout experts are colour-blind by construction): then
@@ -80,28 +81,49 @@ def _terms(energy: Energy) -> Iterator[Energy]:
         yield from _terms(child)
 
 
-def strata_of(energy: Energy) -> Strata | None:
-    """The ``Strata`` ``sample`` uses for ``energy``: those its shared base (or itself) declares, if no term
-    of the composition belongs to that family; else ``None``."""
+def declared(energy: Energy) -> tuple[Strata, ...]:
+    """The strata ``energy`` declares (its attribute ``strata``: one ``Strata`` or a tuple), as a tuple."""
+    strata = getattr(energy, "strata", None)
+    if isinstance(strata, Strata):
+        return (strata,)
+    if isinstance(strata, (tuple, list)) and all(isinstance(s, Strata) for s in strata):
+        return tuple(strata)
+    return ()
+
+
+def strata_of(energy: Energy) -> tuple[Strata, ...]:
+    """The strata ``sample`` uses for ``energy``: those its shared base (or itself) declares whose family no
+    term of the composition names (empty: sample in one run). A term names the family of its ``family``
+    attribute (a concept value) and those of its ``families`` (a term conditioned on several families)."""
     from composer.algebra import split_base
 
-    strata = getattr(energy, "strata", None)
-    if strata is None:
+    strata = declared(energy)
+    if not strata:
         base, _ = split_base(energy)
-        strata = getattr(base, "strata", None) if base is not None else None
-    if not isinstance(strata, Strata):
-        return None
-    if any(getattr(term, "family", None) == strata.family for term in _terms(energy)):
-        return None
-    return strata
+        strata = declared(base) if base is not None else ()
+    named: set[str] = set()
+    for term in _terms(energy):
+        named.add(getattr(term, "family", None))
+        named.update(getattr(term, "families", ()))  # a term that conditions on several families at once
+    return tuple(s for s in strata if s.family not in named)
 
 
-def stratum_energy(energy: Energy, strata: Strata, value: str) -> Energy:
-    """``energy & family=value`` (just ``family=value`` when ``energy`` is the declaring prior itself)."""
+def combinations(strata: tuple[Strata, ...]) -> list[tuple[dict[str, str], float]]:
+    """Every combination of values, ``({family: value}, weight)``, weights the products of the shares."""
+    out: list[tuple[dict[str, str], float]] = [({}, 1.0)]
+    for s in strata:
+        out = [({**values, s.family: v}, w * share) for values, w in out for v, share in s.shares().items()]
+    return out
+
+
+def stratum_energy(energy: Energy, strata: tuple[Strata, ...], values: dict[str, str]) -> Energy:
+    """``energy & family=value & ...`` (without ``energy`` when it is the declaring prior itself)."""
     from composer.algebra import product
 
-    term = strata.make(value)
-    return term if getattr(energy, "strata", None) is strata else product(energy, term)
+    terms = [s.make(values[s.family]) for s in strata]
+    if declared(energy):
+        return terms[0] if len(terms) == 1 else product(*terms)
+    return product(energy, *terms)
 
 
 def stratum_seed(seed: int, index: int) -> int:

@@ -67,16 +67,6 @@ def prior() -> Energy:
     return _decorate(energy)
 
 
-@cache
-def background() -> Energy:
-    """The background model (``weights/background.safetensors``, ``configs/background.toml``): the prior's network
-    trained on train images with 20% of their pixels randomised; only for likelihood-ratio scores."""
-    energy = FunctionEnergy(load_network("background"), IMAGE_SHAPE, (0.0, 1.0), "fashion.background",
-                            noise_conditional=True)
-    energy.display_name = "fashion.background"
-    return _decorate(energy)
-
-
 def make_value(value: str, guidance: float | None = None) -> ConditionalEnergy:
     """The expert ``fashion.class=value``: ``E_prior - g log p(value | x)``."""
     if value not in CLASSES:

@@ -30,7 +30,7 @@ def register_networks(register: Callable[..., None]) -> None:
 
 @composer.hookimpl
 def register_experts(register: Callable[..., None]) -> None:
-    """Register ``fashion.prior``, the unconditional prior every class value shares, and ``fashion.background``."""
+    """Register ``fashion.prior``, the unconditional prior every class value shares."""
 
     def fashion_prior() -> composer.Energy:
         """p(x) of Fashion-MNIST (train split): denoising energy of a U-Net, trained with DSM"""
@@ -40,14 +40,6 @@ def register_experts(register: Callable[..., None]) -> None:
 
     register("fashion.prior", fashion_prior, doc=fashion_prior.__doc__)
 
-    def fashion_background() -> composer.Energy:
-        """background model of Fashion-MNIST pixels (train images with 20% of pixels randomised), for the
-        likelihood-ratio OOD score fashion.prior & ~fashion.background"""
-        from composer_fashion.experts import background
-
-        return background()
-
-    register("fashion.background", fashion_background, doc=" ".join(fashion_background.__doc__.split()))
 
 
 @composer.hookimpl

@@ -26,20 +26,17 @@ def weights(tmp_path_factory):
     write_fake(root, n_train=40, n_test=30)
     mp.setenv("COMPOSER_FASHION_DIR", str(root))
     out = tmp_path_factory.mktemp("weights")
-    for name in ("prior", "class", "background"):
+    for name in ("prior", "class", "background"):  # background: the config trains (mutated data)
         run = tmp_path_factory.mktemp(f"run-{name}")
         shutil.rmtree(run)
-        seed = ["--seed", "7"] if name == "background" else []  # a network other than the prior's
-        assert main(["train", str(CONFIGS / f"{name}.toml"), "--steps", "2", "--output", str(run), "-q", *seed]) == 0
+        assert main(["train", str(CONFIGS / f"{name}.toml"), "--steps", "2", "--output", str(run), "-q"]) == 0
         shutil.copy(run / "expert.safetensors", out / f"{name}.safetensors")
     mp.setenv("COMPOSER_FASHION_WEIGHTS", str(out))
     experts.load_network.cache_clear()
     experts.prior.cache_clear()
-    experts.background.cache_clear()
     yield out
     experts.load_network.cache_clear()
     experts.prior.cache_clear()
-    experts.background.cache_clear()
     mp.undo()
 
 
@@ -93,19 +90,6 @@ def test_cli_errors_are_one_line(weights, tmp_path, capsys):
     assert err.count("error:") == 2 and "Traceback" not in err and "observed image not found" in err
     assert main(["score", "fashion.prior", str(tmp_path / "none.npz"), "--score", "magic"]) == 1
     assert "Traceback" not in capsys.readouterr().err
-
-
-def test_likelihood_ratio_is_a_composition(weights):
-    """``fashion.prior & ~fashion.background`` scores ``E_prior - E_background`` at every level."""
-    from composer.scores import score
-
-    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    prior, background = composer.parse("fashion.prior"), composer.parse("fashion.background")
-    ratio = composer.parse("fashion.prior & ~fashion.background")
-    for sigma in (0.1, 1.0):
-        want = score(prior, x, sigma=sigma) - score(background, x, sigma=sigma)
-        torch.testing.assert_close(score(ratio, x, sigma=sigma), want, rtol=1e-5, atol=1e-4)
-        assert (want.abs() > 0.1).all()  # the two networks differ: the check is not 0 == 0
 
 
 def test_ood_protocol_runs(weights, tmp_path):

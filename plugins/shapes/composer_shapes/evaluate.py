@@ -111,6 +111,7 @@ def baseline_energy(shape: str, color: str) -> Energy:
     e = ConditionalEnergy(_BASELINE[0], torch.tensor(cond), IMAGE_SHAPE, (0.0, 1.0), f"baseline={color}_{shape}",
                           noise_conditional=True, base=prior(), guidance=guidance)
     e.sampling_recipe = recipe_for_family("baseline").as_kwargs()
+    e.families = ("shapes.shape", "shapes.color")  # it fixes the colour: no colour strata
     return e
 
 

@@ -170,11 +170,34 @@ def prior() -> Energy:
     energy = FunctionEnergy(net, IMAGE_SHAPE, (0.0, 1.0), "shapes.prior", noise_conditional=True)
     energy.display_name = "shapes.prior"
     _decorate(energy, DEFAULT)
-    # The colour part is the mixture (1/K) sum_c p(chroma | luma, c) (``ValueMixture``): declared, so that
-    # a composition that leaves colour free gets each colour's share of the chains (composer.sampling.strata)
-    energy.strata = Strata("shapes.color", dict.fromkeys(ATTRIBUTES["color"], 1.0),
-                           lambda value: make_value("shapes.color", value))
+    energy.strata = strata(*STRATA)
     return energy
+
+
+STRATA = ("shapes.color",)
+"""The families the prior declares as mixtures (``composer.Strata``; see ``strata``)."""
+
+
+def strata(*families: str) -> tuple[Strata, ...]:
+    """``composer.Strata`` of ``families``, each value weighted as the world weights it (uniformly).
+
+    The prior's colour part *is* the mixture ``(1/K) sum_c p(chroma | luma, c)`` (``ValueMixture``) and the
+    layout experts cannot see colour, so for a composition that leaves colour free ``p(c | composition) = 1/K``
+    exactly: declared by default, each colour gets its share of the chains (``composer.sampling.strata``).
+    Size and position are uniform and independent of everything in the world, but the prior is one network,
+    not a declared mixture over them: ``declare_strata("shapes.color", "shapes.size")`` stratifies free sizes
+    too, at a cost in accuracy measured in the README (small objects are the model's weaker ones).
+    """
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ComposerError(f"unknown shapes families {unknown}; families: {', '.join(FAMILIES)}")
+    return tuple(Strata(f, dict.fromkeys(ATTRIBUTES[FAMILIES[f]], 1.0), lambda value, f=f: make_value(f, value))
+                 for f in families)
+
+
+def declare_strata(*families: str) -> None:
+    """Make the (cached) prior declare ``families`` as its strata (default ``STRATA``; none: no strata)."""
+    prior().strata = strata(*families)
 
 
 def _decorate(energy: Energy, recipe: Recipe) -> None:

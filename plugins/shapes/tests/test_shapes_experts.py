@@ -263,15 +263,18 @@ def test_prior_declares_its_colour_mixture_and_free_colour_is_dealt_evenly(image
     see colour, so p(colour | layout terms) = 1/4 exactly: ``composer.sample`` deals the chains out evenly."""
     from composer.sampling.strata import strata_of, stratum_energy
 
-    strata = prior().strata
+    (strata,) = prior().strata
     assert strata.family == "shapes.color" and strata.shares() == dict.fromkeys(ATTRIBUTES["color"], 0.25)
     circle = make_value("shapes.shape", "circle")
-    assert strata_of(circle) is strata and strata_of(prior()) is strata
-    assert strata_of(composer.product(circle, make_value("shapes.color", "red"))) is None
-    assert strata_of(composer.product(circle, composer.Negation(make_value("shapes.color", "red")))) is None
+    assert strata_of(circle) == (strata,) and strata_of(prior()) == (strata,)
+    assert strata_of(composer.product(circle, make_value("shapes.color", "red"))) == ()
+    assert strata_of(composer.product(circle, composer.Negation(make_value("shapes.color", "red")))) == ()
+    from composer_shapes.evaluate import baseline_energy
+
+    assert strata_of(baseline_energy("triangle", "red")) == ()  # the baseline's pair fixes the colour
     sigma = torch.full((images.shape[0],), 0.2)
     with torch.no_grad():  # circle & red counts the prior once: layout + E(x | red) + log 4 - log p(circle | x)
-        both = stratum_energy(circle, strata, "red")(images, sigma=sigma)
+        both = stratum_energy(circle, (strata,), {"shapes.color": "red"})(images, sigma=sigma)
         want = make_value("shapes.color", "red")(images, sigma=sigma) + circle.likelihood(images, sigma)
         torch.testing.assert_close(both, want, rtol=1e-5, atol=1e-3)
     r = composer.sample(circle, n=8, seed=0, sigmas=Recipe(levels=8).ladder(), steps=16)
@@ -282,3 +285,23 @@ def test_prior_declares_its_colour_mixture_and_free_colour_is_dealt_evenly(image
     rgb = torch.as_tensor(COLOR_RGB)
     nearest = (bright[:, None, :] / bright.amax(1, keepdim=True)[:, None, :] - rgb[None]).norm(dim=2).argmin(1)
     assert sorted(nearest.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_size_strata_can_be_declared_too():
+    from composer_shapes.experts import declare_strata
+
+    from composer.sampling.strata import combinations, strata_of
+
+    triangle = make_value("shapes.shape", "triangle")
+    try:
+        declare_strata("shapes.color", "shapes.size")
+        cells = combinations(strata_of(triangle))
+        assert len(cells) == 8 and sum(w for _, w in cells) == pytest.approx(1.0)
+        assert {"shapes.color": "red", "shapes.size": "small"} in [v for v, _ in cells]
+        small = make_value("shapes.size", "small")
+        assert [s.family for s in strata_of(composer.product(triangle, small))] == ["shapes.color"]
+        with pytest.raises(composer.ComposerError, match="unknown shapes families"):
+            declare_strata("shapes.colour")
+    finally:
+        declare_strata("shapes.color")
+    assert [s.family for s in prior().strata] == ["shapes.color"]
