@@ -4,9 +4,11 @@ For each composition: ``n`` samples with the shipped recipe (seed ``i`` for the 
 by the evaluation classifier; prints the accuracy, the total variation distance of each free attribute to the
 world's uniform distribution and the judged distributions (``composer_shapes.evaluate.diversity``). With
 ``--guidance-below SIGMA`` the shape, size and position families guide (g = 10) only below noise level SIGMA
-(``composer.NoiseGuidance``); the default is the shipped g = 10 at every level.
+(``composer.NoiseGuidance``); the default is the shipped g = 10 at every level. ``--strata`` sets the families
+the prior declares as mixtures (``composer_shapes.experts.declare_strata``; default the shipped colour only;
+``none`` for a single run per composition, as before strata).
 
-Usage: ``python benchmarks/shapes_diversity.py [--n 32] [--guidance-below 1.0]
+Usage: ``python benchmarks/shapes_diversity.py [--n 32] [--guidance-below 1.0] [--strata color,size]
 [--compositions "red&triangle&~top_left,circle"]``
 """
 
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--guidance-below", type=float, default=None)
     parser.add_argument("--compositions", default=MAIN)
+    parser.add_argument("--strata", default="color", help="families, comma-separated, or 'none'")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from composer_shapes import classifier, experts
@@ -34,6 +37,8 @@ def main() -> None:
     from composer_shapes.evaluate import diversity, judge
     from composer_shapes.recipe import sample
 
+    families = [] if args.strata == "none" else [f"shapes.{f.strip()}" for f in args.strata.split(",")]
+    experts.declare_strata(*families)
     if args.guidance_below is not None:
         for k in ("shapes.shape", "shapes.size", "shapes.position"):
             experts.GUIDANCE[k] = NoiseGuidance(10.0, args.guidance_below)
