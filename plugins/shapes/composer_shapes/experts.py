@@ -35,6 +35,7 @@ Loading never executes code from a file.
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -170,12 +171,27 @@ def prior() -> Energy:
     energy = FunctionEnergy(net, IMAGE_SHAPE, (0.0, 1.0), "shapes.prior", noise_conditional=True)
     energy.display_name = "shapes.prior"
     _decorate(energy, DEFAULT)
-    energy.strata = strata(*STRATA)
+    energy.strata = strata(*strata_families())
     return energy
 
 
 STRATA = ("shapes.color",)
-"""The families the prior declares as mixtures (``composer.Strata``; see ``strata``)."""
+"""The families the prior declares as mixtures by default (``composer.Strata``; see ``strata``)."""
+
+
+def strata_families() -> tuple[str, ...]:
+    """``$COMPOSER_SHAPES_STRATA`` (attributes, comma-separated, e.g. ``color,size``; ``none``), else ``STRATA``."""
+    text = os.environ.get("COMPOSER_SHAPES_STRATA")
+    if text is None:
+        return STRATA
+    if text.strip().lower() == "none":
+        return ()
+    families = tuple(f"shapes.{a.strip()}" for a in text.split(",") if a.strip())
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise ComposerError(f"COMPOSER_SHAPES_STRATA={text!r}: give attributes among "
+                            f"{', '.join(ATTRIBUTES)} (comma-separated) or 'none'")
+    return families
 
 
 def strata(*families: str) -> tuple[Strata, ...]:

@@ -305,3 +305,18 @@ def test_size_strata_can_be_declared_too():
     finally:
         declare_strata("shapes.color")
     assert [s.family for s in prior().strata] == ["shapes.color"]
+
+
+def test_strata_from_the_environment(monkeypatch):
+    from composer_shapes.experts import STRATA, strata_families
+
+    monkeypatch.delenv("COMPOSER_SHAPES_STRATA", raising=False)
+    assert strata_families() == STRATA == ("shapes.color",)
+    monkeypatch.setenv("COMPOSER_SHAPES_STRATA", "color, size")
+    assert strata_families() == ("shapes.color", "shapes.size")
+    monkeypatch.setenv("COMPOSER_SHAPES_STRATA", "None")
+    assert strata_families() == ()
+    for bad in ("colour", "", "color,,shape_x"):
+        monkeypatch.setenv("COMPOSER_SHAPES_STRATA", bad)
+        with pytest.raises(composer.ComposerError, match="COMPOSER_SHAPES_STRATA"):
+            strata_families()
