@@ -53,6 +53,28 @@ def cli(threads: int | None) -> None:
     _set_threads(threads)
 
 
+PLUGIN_GROUPS = {
+    "eval": "Evaluations of plugins' experts (each plugin adds its own: `composer eval NAME`).",
+    "ood": "Out-of-distribution detection protocols of plugins' experts (AUROC per score and OOD set).",
+}
+"""Subcommand groups that several plugins add to, and their help."""
+
+
+def plugin_group(root: click.Group, name: str) -> click.Group:
+    """The subcommand group ``name`` of ``root`` (``eval``, ``ood``, ...), made on first use.
+
+    For ``register_commands``: ``plugin_group(cli, "eval").add_command(my_eval)`` gives ``composer eval
+    mine`` whatever order the plugins load in.
+    """
+    group = root.commands.get(name)
+    if group is None:
+        group = click.Group(name, help=PLUGIN_GROUPS.get(name, f"Commands plugins add under '{name}'."))
+        root.add_command(group)
+    elif not isinstance(group, click.Group):
+        raise ComposerError(f"'composer {name}' is a command, not a group a plugin can add to")
+    return group
+
+
 COMPUTING_COMMANDS = frozenset({"sample", "generate", "train", "eval", "inpaint", "score", "ood", "infer", "dataset"})
 """Subcommands whose work is torch's operators: the default thread count is measured for these."""
 
@@ -195,7 +217,7 @@ def recipe_lines(energy: Any) -> str:
         lines.append(f"  ({opts['sampler']}: {notes[opts['sampler']]})")
     from composer.sampling.strata import strata_of
 
-    for strata in strata_of(energy) if hasattr(energy, "children_energies") else ():
+    for strata in strata_of(energy):
         shares = ", ".join(f"{v} {w:.0%}" for v, w in strata.shares().items())
         lines.append(f"  strata         {strata.family} is free: the chains are shared out as {shares}, each "
                      f"sampling the composition & {strata.family}=VALUE (--no-stratify: one run)")

@@ -76,6 +76,7 @@ def register_networks(register: Callable[..., None]) -> None:
 def register_commands(cli: Any) -> None:
     """Add subcommands to the ``composer`` command line.
 
-    ``cli`` is the root ``click.Group``; decorate new commands with ``@cli.command()``.
+    ``cli`` is the root ``click.Group``; decorate new commands with ``@cli.command()``, or join a group that
+    several plugins share with ``composer.cli.plugin_group(cli, "eval").add_command(command)``.
     Raise ``composer.ComposerError`` for bad input: the CLI prints it as one line.
     """

@@ -68,8 +68,8 @@ def score(energy: Energy, x: Tensor, kind: str = "energy", sigma: float | None =
     if kind == "typicality":
         if reference is None:
             raise ComposerError("score 'typicality' needs reference inputs from the data (--reference FILE)")
-        centre, spread = typicality_reference(energy, reference, sigma, batch)
-        return ((score(energy, x, "energy", sigma=sigma, batch=batch, progress=progress) - centre) / spread).abs()
+        stats = typicality_reference(energy, reference, sigma, batch)
+        return _typical(score(energy, x, "energy", sigma=sigma, batch=batch, progress=progress), stats)
     x = _as_inputs(energy, x)
     levels = [float(s) for s in (sigmas or DEFAULT_LEVELS)]
     out = []
@@ -107,6 +107,24 @@ def typicality_reference(energy: Energy, reference: Tensor, sigma: float | None 
     return centre, spread
 
 
+def _typical(energies: Tensor, stats: tuple[Tensor, Tensor]) -> Tensor:
+    """The robust z-score ``|E - median| / spread`` of ``energies`` against ``typicality_reference`` stats."""
+    centre, spread = stats
+    return ((energies - centre) / spread).abs()
+
+
+def _scorer(energy: Energy, name: str, spec: dict[str, Any], reference: Tensor | None
+            ) -> Callable[[Tensor], Tensor]:
+    """``x -> scores`` for one entry of ``auroc_table``'s specs (a typicality reference evaluated once)."""
+    if spec.get("kind") != "typicality":
+        return lambda x: score(energy, x, **spec)
+    if reference is None:
+        raise ComposerError(f"score '{name}' (typicality) needs reference inputs")
+    stats = typicality_reference(energy, reference, spec.get("sigma"))
+    as_energy = {**spec, "kind": "energy"}
+    return lambda x: _typical(score(energy, x, **as_energy), stats)
+
+
 def _as_inputs(energy: Energy, x: Tensor) -> Tensor:
     """``x`` as float (``uint8`` images mapped to ``[0, 1]``), checked against the energy's event shape."""
     x = torch.as_tensor(x)
@@ -133,18 +151,7 @@ def auroc_table(energy: Energy, x_in: Tensor, sets: dict[str, Tensor], specs: di
     table: dict[str, dict[str, float]] = {}
     for name, spec in specs.items():
         t0 = time.time()
-        spec = dict(spec)
-        if spec.get("kind") == "typicality":  # the reference's energies once, not once per set
-            if reference is None:
-                raise ComposerError(f"score '{name}' (typicality) needs reference inputs")
-            centre, spread = typicality_reference(energy, reference, spec.get("sigma"))
-            spec["kind"] = "energy"
-
-            def scored(x: Tensor, spec: dict[str, Any] = spec, c: Tensor = centre, d: Tensor = spread) -> Tensor:
-                return ((score(energy, x, **spec) - c) / d).abs()
-        else:
-            def scored(x: Tensor, spec: dict[str, Any] = spec) -> Tensor:
-                return score(energy, x, **spec)
+        scored = _scorer(energy, name, spec, reference)
         s_in = scored(x_in)
         table[name] = {k: round(auroc(s_in, scored(v)), 4) for k, v in sets.items()}
         if echo:

@@ -182,3 +182,20 @@ def test_divergence_is_reported_not_nan(tmp_path, capsys, local_registry):
                        "--steps", "200", "--step-size", "0.5", "--allow-unbounded")
     assert code == 1 and "warning: the composition is unbounded below" in err and "diverged" in err
     assert not out_file.exists()
+
+
+def test_plugin_group_is_made_once_and_shared():
+    import click
+
+    from composer import ComposerError
+    from composer.cli import plugin_group
+
+    root = click.Group("root")
+    first, second = click.Command("a"), click.Command("b")
+    plugin_group(root, "eval").add_command(first)
+    plugin_group(root, "eval").add_command(second)
+    assert set(root.commands) == {"eval"} and set(root.commands["eval"].commands) == {"a", "b"}
+    assert "plugins" in root.commands["eval"].help
+    root.add_command(click.Command("plain"))
+    with pytest.raises(ComposerError, match="not a group"):
+        plugin_group(root, "plain")

@@ -9,7 +9,6 @@ same bytes (on one kind of device, torch build and thread setting).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from composer.generation.manifest import (
 )
 from composer.generation.plan import Plan, PlanError, plan_from_expr, read_plan
 from composer.generation.shards import SHARD_NAME, npz_bytes, num_shards, segment_seed, segments, sha256, shard_count
+from composer.sampling.schedules import geometric_ladder
 
 #: sampler options ``generate`` passes on to ``composer.sample`` (``None``: the experts' recipe)
 SAMPLER_OPTIONS = ("steps", "sampler", "step_size", "noise", "temperature")
@@ -72,14 +72,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return repr(value)
-
-
-def geometric_ladder(top: float, bottom: float, levels: int) -> list[float]:
-    """``levels`` noise levels from ``top`` down to ``bottom``, equally spaced in log."""
-    if levels == 1:
-        return [float(bottom)]
-    ratio = math.log(bottom / top) / (levels - 1)
-    return [float(top * math.exp(ratio * i)) for i in range(levels)]
 
 
 def sampler_kwargs(energy: Any, options: dict[str, Any], levels: int | None,

@@ -111,6 +111,18 @@ def linear(start: float, end: float) -> Linear:
     return Linear(float(start), float(end))
 
 
+def geometric_ladder(top: float, bottom: float, levels: int) -> list[float]:
+    """``levels`` noise levels from ``top`` down to ``bottom``, equally spaced in log (``[bottom]`` for one)::
+
+        >>> [round(s, 6) for s in geometric_ladder(8.0, 0.5, 5)]
+        [8.0, 4.0, 2.0, 1.0, 0.5]
+    """
+    if levels == 1:
+        return [float(bottom)]
+    ratio = math.log(bottom / top) / (levels - 1)
+    return [float(top * math.exp(ratio * i)) for i in range(levels)]
+
+
 def geometric(start: float, end: float) -> Geometric:
     """From ``start`` to ``end`` with a constant ratio (both positive)."""
     return Geometric(float(start), float(end))

@@ -134,12 +134,7 @@ def evaluate(n: int = 64, fd_n: int = 640, inpaint_per_class: int = 10, seed: in
     return result
 
 
-@click.group("eval")
-def eval_group() -> None:
-    """Evaluations of plugins' experts."""
-
-
-@eval_group.command("fashion", epilog="""
+@click.command("fashion", epilog="""
 \b
 Examples:
   composer eval fashion -n 8 --fd-n 80 --inpaint-per-class 1 --json quick.json

@@ -110,12 +110,7 @@ def run_protocol(energy: Any, n: int = 1000, seed: int = 0, scores: dict[str, di
             "reference": f"{REFERENCE} train images" if needs_reference else None}
 
 
-@click.group("ood")
-def ood_group() -> None:
-    """Out-of-distribution detection protocols of plugins' experts (AUROC per score and OOD set)."""
-
-
-@ood_group.command("fashion", epilog="""
+@click.command("fashion", epilog="""
 \b
 Examples:
   composer ood fashion -n 200 --json ood.json

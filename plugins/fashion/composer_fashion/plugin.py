@@ -41,7 +41,6 @@ def register_experts(register: Callable[..., None]) -> None:
     register("fashion.prior", fashion_prior, doc=fashion_prior.__doc__)
 
 
-
 @composer.hookimpl
 def register_concepts(register: Callable[..., None]) -> None:
     """Register the family ``fashion.class``; its weights load on first use."""
@@ -56,12 +55,10 @@ def register_concepts(register: Callable[..., None]) -> None:
 
 @composer.hookimpl
 def register_commands(cli: Any) -> None:
-    """Add ``composer eval fashion`` and ``composer ood fashion`` (joining the groups another plugin made)."""
-    from composer_fashion.evaluate import eval_group
-    from composer_fashion.ood import ood_group
+    """Add ``composer eval fashion`` and ``composer ood fashion``."""
+    from composer.cli import plugin_group
+    from composer_fashion.evaluate import eval_fashion
+    from composer_fashion.ood import ood_command
 
-    for group in (eval_group, ood_group):
-        if group.name in getattr(cli, "commands", {}):
-            cli.commands[group.name].add_command(group.commands["fashion"])
-        else:
-            cli.add_command(group)
+    plugin_group(cli, "eval").add_command(eval_fashion)
+    plugin_group(cli, "ood").add_command(ood_command)

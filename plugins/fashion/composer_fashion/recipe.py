@@ -12,13 +12,13 @@ carries it as ``sampling_recipe`` (``composer.sample`` keyword arguments)::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from composer.sampling.schedules import geometric_ladder
 from composer_fashion.nets import IMAGE_SHAPE
 
 
@@ -35,10 +35,7 @@ class Recipe:
 
     def ladder(self) -> list[float]:
         """The noise levels, largest first."""
-        if self.levels == 1:
-            return [float(self.sigma_min)]
-        ratio = math.log(self.sigma_min / self.sigma_max) / (self.levels - 1)
-        return [float(self.sigma_max * math.exp(ratio * i)) for i in range(self.levels)]
+        return geometric_ladder(self.sigma_max, self.sigma_min, self.levels)
 
     def as_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``composer.sample``."""

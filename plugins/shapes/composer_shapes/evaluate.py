@@ -217,12 +217,7 @@ def save_figure(rows: list[tuple[str, torch.Tensor]], path: str | Path) -> None:
     save_figure_png(plt, fig, path, dpi=110)
 
 
-@click.group("eval")
-def eval_group() -> None:
-    """Evaluate plugins' experts (``composer eval shapes``)."""
-
-
-@eval_group.command("shapes", epilog="\b\nExamples:\n  composer eval shapes\n"
+@click.command("shapes", epilog="\b\nExamples:\n  composer eval shapes\n"
                     "  composer eval shapes -n 16 --json results.json --figure eval.png")
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=64, show_default=True,
               help="Samples per composition.")

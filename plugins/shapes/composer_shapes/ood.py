@@ -67,12 +67,7 @@ def run_protocol(energy: Any, n: int = 500, seed: int = 0, scores: dict[str, dic
     return {"auroc": table, "n": n, "seed": seed, "sets": list(sets), "reference": f"{REFERENCE} world images"}
 
 
-@click.group("ood")
-def ood_group() -> None:
-    """Out-of-distribution detection protocols of plugins' experts (AUROC per score and OOD set)."""
-
-
-@ood_group.command("shapes", epilog="""
+@click.command("shapes", epilog="""
 \b
 Examples:
   composer ood shapes -n 200 --json ood_shapes.json

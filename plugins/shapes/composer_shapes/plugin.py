@@ -92,12 +92,10 @@ def register_networks(register: Callable[..., None]) -> None:
 
 @composer.hookimpl
 def register_commands(cli: Any) -> None:
-    """Add ``composer eval shapes`` and ``composer ood shapes`` (joining the groups another plugin made)."""
-    from composer_shapes.evaluate import eval_group
-    from composer_shapes.ood import ood_group
+    """Add ``composer eval shapes`` and ``composer ood shapes``."""
+    from composer.cli import plugin_group
+    from composer_shapes.evaluate import eval_shapes
+    from composer_shapes.ood import ood_command
 
-    for group in (eval_group, ood_group):
-        if group.name in getattr(cli, "commands", {}):
-            cli.commands[group.name].add_command(group.commands["shapes"])
-        else:
-            cli.add_command(group)
+    plugin_group(cli, "eval").add_command(eval_shapes)
+    plugin_group(cli, "ood").add_command(ood_command)

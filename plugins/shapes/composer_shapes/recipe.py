@@ -19,7 +19,6 @@ with overrides and clamps::
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor
 
 from composer import ComposerError, Energy
+from composer.sampling.schedules import geometric_ladder
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,7 @@ class Recipe:
 
     def ladder(self) -> list[float]:
         """The noise levels, largest first."""
-        if self.levels == 1:
-            return [float(self.sigma_min)]
-        ratio = math.log(self.sigma_min / self.sigma_max) / (self.levels - 1)
-        return [float(self.sigma_max * math.exp(ratio * i)) for i in range(self.levels)]
+        return geometric_ladder(self.sigma_max, self.sigma_min, self.levels)
 
     def as_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``composer.sample``."""
