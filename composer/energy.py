@@ -12,7 +12,7 @@ Low energy means likely: ``p(x) ∝ exp(-E(x))``. Energies compose with operator
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -91,6 +91,14 @@ class Energy(nn.Module):
     def children_energies(self) -> list[Energy]:
         """Direct sub-energies (empty for a leaf expert)."""
         return []
+
+    def walk(self) -> Iterator[Energy]:
+        """This node and every node below it, depth first, children left to right."""
+        stack: list[Energy] = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children_energies()))
 
     def __repr__(self) -> str:
         return self.formula()

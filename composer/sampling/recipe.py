@@ -57,15 +57,11 @@ def multimodal_reason(energy: Energy) -> str | None:
     """
     if getattr(energy, "noise_conditional", False):
         return None
-    stack = [energy]
-    while stack:
-        node = stack.pop()
+    for node in energy.walk():
         if type(node).__name__ == "Mixture":
             return f"it has a mixture node ({node.formula()})"
         if getattr(node, "multimodal", False):
             return f"{node.formula()} is multi-modal"
-        if isinstance(node, Energy):
-            stack.extend(reversed(node.children_energies()))
     return None
 
 
@@ -78,15 +74,10 @@ def recipe_of(energy: Energy) -> tuple[dict[str, Any], str | None]:
     Raises:
         CompositionError: a recipe that is not a dict or sets an unknown argument.
     """
-    stack = [energy]
-    while stack:
-        node = stack.pop()
+    for node in energy.walk():
         recipe = getattr(node, "sampling_recipe", None)
         if recipe is not None:
-            owner = node.formula() if isinstance(node, Energy) else type(node).__name__
-            return _checked(recipe, owner), owner
-        if isinstance(node, Energy):
-            stack.extend(reversed(node.children_energies()))
+            return _checked(recipe, node.formula()), node.formula()
     return {}, None
 
 

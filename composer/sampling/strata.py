@@ -25,7 +25,7 @@ sampled as before. ``sample(..., stratify=False)`` turns it off.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,12 +75,6 @@ def allocate(n: int, weights: list[float]) -> list[int]:
     return counts
 
 
-def _terms(energy: Energy) -> Iterator[Energy]:
-    yield energy
-    for child in energy.children_energies():
-        yield from _terms(child)
-
-
 def declared(energy: Energy) -> tuple[Strata, ...]:
     """The strata ``energy`` declares (its attribute ``strata``: one ``Strata`` or a tuple), as a tuple."""
     strata = getattr(energy, "strata", None)
@@ -102,7 +96,7 @@ def strata_of(energy: Energy) -> tuple[Strata, ...]:
         base, _ = split_base(energy)
         strata = declared(base) if base is not None else ()
     named: set[str] = set()
-    for term in _terms(energy):
+    for term in energy.walk():
         named.add(getattr(term, "family", None))
         named.update(getattr(term, "families", ()))  # a term that conditions on several families at once
     return tuple(s for s in strata if s.family not in named)
